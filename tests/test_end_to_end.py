@@ -1,0 +1,85 @@
+"""The whole loop through the CLI with the real embedded model: run → store → train → run again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memory.base import TrajectoryQuery, open_store
+
+pytestmark = pytest.mark.slow
+
+
+def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTODIDACT_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autodidact.cli", *args], capture_output=True, text=True, env=env, timeout=900
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
+    home = _isolated_home
+    out = cli(home, "run", "--suite", "bundled", "--split", "train", "--limit", "6", "--run-id", "e2e").stdout
+    assert "run e2e: success" in out
+    cli(home, "run", "--suite", "humaneval", "--limit", "1", "--run-id", "e2e-he", "--set", "sampling.max_tokens=128")
+    with open_store() as store:
+        bundled = store.query(TrajectoryQuery(run_id="e2e"))
+        [he] = store.query(TrajectoryQuery(run_id="e2e-he"))
+    assert len(bundled) == 6 and he.task.id == "humaneval/0"
+    successes = [t for t in bundled if t.success]
+    assert successes, "the embedded model solves most bundled one-liners; none passed"
+    for t in [*bundled, he]:
+        [step] = t.steps
+        assert t.error is None and step.role == "solver" and step.completion
+        assert step.token_ids and step.logprobs and len(step.token_ids) == len(step.logprobs)
+        assert step.observation is not None and step.reward == (1.0 if t.success else 0.0)
+        assert t.policy.model == "embedded" and t.policy.adapter is None and t.env_id == "code"
+
+    out = cli(home, "train", "--method", "sft", "--run", "e2e", "--name", "e2e-sft", "--set", "max_steps=2").stdout
+    assert "checkpoint e2e-sft" in out
+    assert "e2e-sft" in cli(home, "checkpoints", "list").stdout
+
+    cli(
+        home,
+        "run",
+        "--suite",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "2",
+        "--model",
+        "e2e-sft",
+        "--run-id",
+        "e2e-after",
+    )
+    with open_store() as store:
+        after = store.query(TrajectoryQuery(run_id="e2e-after"))
+    assert len(after) == 2 and all(t.policy.model == "e2e-sft" and t.error is None for t in after)
+    ckpt_dir = home / "checkpoints" / "e2e-sft"
+    assert all(t.policy.adapter and Path(t.policy.adapter).is_relative_to(ckpt_dir) for t in after)  # adapter loaded
+
+    listing = cli(home, "trajectories", "list").stdout
+    assert "e2e-after" in listing and "e2e-he" in listing
+    shown = cli(home, "trajectories", "show", successes[0].id[:10]).stdout
+    assert successes[0].task.id in shown and "All tests passed." in shown
+    exported = home / "e2e.jsonl"
+    cli(home, "trajectories", "export", "--run", "e2e", "--out", str(exported))
+    assert len(exported.read_text().splitlines()) == 6
+
+
+def test_train_on_a_run_without_successes_says_so(_isolated_home: Path) -> None:
+    home = _isolated_home
+    cli(home, "run", "--suite", "bundled", "--limit", "2", "--run-id", "hopeless", "--set", "sampling.max_tokens=1")
+    proc = cli(home, "train", "--method", "sft", "--run", "hopeless", ok=False)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "hopeless" in line and "0 successful" in line
+    assert not (home / "checkpoints").exists() or not any((home / "checkpoints").iterdir())
