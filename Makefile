@@ -38,7 +38,11 @@ demo: setup
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list
 
+# Lint, types, then every test (the model-loading ones included): what CI runs.
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -64,7 +64,7 @@ def run(
 ) -> None:
     """Run a graph over a suite's tasks; store every episode; print a table and the success rate."""
     from agents.llm.base import resolve_model
-    from agents.rollout import RunConfig, run_rollout
+    from agents.rollout import RunConfig, RunResult, run_rollout
     from autodidact.config import parse
     from environments.tasks import load_suite
     from memory.base import open_store
@@ -94,8 +94,19 @@ def run(
     registry.spec("graph", cfg.graph)
     chat_model = resolve_model(cfg.model).build()
     console = _console()
+
+    async def main() -> RunResult:
+        # A server that cannot be reached fails here, in one line, before the run is recorded.
+        list_models = getattr(chat_model, "list_models", None)
+        if list_models is not None:
+            await list_models()
+        try:
+            return await run_rollout(cfg, chat_model, st, tasks=tasks)
+        finally:
+            await chat_model.aclose()
+
     with open_store(store) as st:
-        result = asyncio.run(run_rollout(cfg, chat_model, st, tasks=tasks))
+        result = asyncio.run(main())
     _print_run(console, result.trajectories, tasks)
     ok = sum(t.success for t in result.trajectories)
     n = len(result.trajectories)

@@ -83,3 +83,46 @@ def test_train_on_a_run_without_successes_says_so(_isolated_home: Path) -> None:
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("error: ") and "hopeless" in line and "0 successful" in line
     assert not (home / "checkpoints").exists() or not any((home / "checkpoints").iterdir())
+
+
+def test_autodidact_serve_then_run_against_it(_isolated_home: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "AUTODIDACT_HOME": str(_isolated_home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "autodidact.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else "server exited"
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "autodidact serve did not come up"
+            time.sleep(0.5)
+        out = cli(_isolated_home, "run", "--model", url + "/v1", "--limit", "2", "--run-id", "via-http").stdout
+        assert "run via-http: success" in out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with open_store() as store:
+        stored = store.query(TrajectoryQuery(run_id="via-http"))
+    assert len(stored) == 2
+    for t in stored:
+        assert t.error is None and t.policy.model == url + "/v1" and t.policy.backend.startswith("openai:")
+        [step] = t.steps
+        assert step.completion and step.token_ids and step.logprobs and len(step.token_ids) == len(step.logprobs)

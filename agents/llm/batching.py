@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autodidact.errors import ConfigError
 from autodidact.types import Completion, Message, SamplingParams
@@ -37,6 +38,16 @@ class _Pending:
     conversation: Sequence[Message]
     sampling: SamplingParams
     future: asyncio.Future[Completion]
+
+
+@dataclass
+class _LoopState:
+    """A queue and worker per event loop: a model may be called from several loops (the CLI's,
+    a server thread's); asyncio objects must not cross them. The model itself is shared."""
+
+    queue: asyncio.Queue[_Pending]
+    worker: asyncio.Task[None] | None = None
+    running: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class MicroBatcher:
@@ -76,9 +87,7 @@ class MicroBatcher:
             maxlen=1000
         )  # recent calls, for tests and benchmarks
         self._mean_call_s: float | None = None
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
     async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
         """Queue every conversation and wait for their completions, in order."""
@@ -87,26 +96,32 @@ class MicroBatcher:
     async def submit(self, conversation: Sequence[Message], sampling: SamplingParams) -> Completion:
         """Queue one conversation and wait for its completion (possibly ``finish_reason="error"``)."""
         loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._queue = asyncio.Queue()  # a new event loop (asyncio.run again) needs its own worker
-            self._running = set()
-            self._worker = loop.create_task(self._run(), name="autodidact-microbatcher")
-        assert self._queue is not None
+        state = self._loops.get(loop)
+        if state is None or state.worker is None or state.worker.done():
+            state = _LoopState(asyncio.Queue())
+            state.worker = loop.create_task(self._run(state), name="autodidact-microbatcher")
+            self._loops[loop] = state
         future: asyncio.Future[Completion] = loop.create_future()
-        self._queue.put_nowait(_Pending(conversation, sampling, future))
+        state.queue.put_nowait(_Pending(conversation, sampling, future))
         return await future
 
     async def aclose(self) -> None:
-        """Stop the worker; requests still waiting get an error completion."""
-        tasks = [t for t in (self._worker, *self._running) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._worker = None
-        while self._queue is not None and not self._queue.empty():
-            self._resolve(
-                [self._queue.get_nowait()], [self._error("the model is shutting down; send the request again")]
-            )
+        """Stop the workers; requests still waiting get an error completion."""
+        current = asyncio.get_running_loop()
+        for loop, state in list(self._loops.items()):
+            tasks = [t for t in (state.worker, *state.running) if t is not None]
+            if loop is current:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                while not state.queue.empty():
+                    self._resolve(
+                        [state.queue.get_nowait()], [self._error("the model is shutting down; send the request again")]
+                    )
+            elif not loop.is_closed():
+                for t in tasks:
+                    loop.call_soon_threadsafe(t.cancel)
+        self._loops.clear()
 
     def current_window_s(self) -> float:
         """How long the next batch's first request waits for company, in seconds."""
@@ -114,9 +129,8 @@ class MicroBatcher:
             return self.window_s
         return min(self.window_s, self.window_fraction * self._mean_call_s)
 
-    async def _run(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
+    async def _run(self, state: _LoopState) -> None:
+        queue = state.queue
         slots = asyncio.Semaphore(self.max_inflight)
         while True:
             await slots.acquire()
@@ -128,8 +142,8 @@ class MicroBatcher:
             while len(batch) < self.max_batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             task = asyncio.create_task(self._dispatch(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            state.running.add(task)
+            task.add_done_callback(state.running.discard)
             task.add_done_callback(lambda _t: slots.release())
 
     async def _dispatch(self, batch: list[_Pending]) -> None:

@@ -21,6 +21,7 @@ from tests.test_end_to_end import cli
         (["train", "--run", "x", "--method", "nope"], "unknown trainer 'nope'"),
         (["trajectories", "show", "deadbeef00"], "no trajectory 'deadbeef00'"),
         (["checkpoints", "show", "nope"], "no checkpoint 'nope'"),
+        (["run", "--model", "http://127.0.0.1:9/v1"], "cannot reach model server http://127.0.0.1:9/v1/models"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(_isolated_home: Path, args: list[str], message: str) -> None:

@@ -267,3 +267,25 @@ async def test_embedded_model_behind_the_server(embedded_model: object) -> None:
         assert c.prompt_tokens and c.prompt_tokens > 0
         assert c.model == "embedded"
     assert time.perf_counter() - start < 120
+
+
+async def test_micro_batcher_serves_two_event_loops_at_once() -> None:
+    # The CLI's loop and a server thread's loop may share one in-process model.
+    import threading
+
+    model = ScriptedChatModel(delay_s=0.01)
+    batcher = MicroBatcher(model.generate, name=model.name, window_s=0.01)
+    conv = (Message(role="user", content="x"),)
+    from_thread: list[Completion] = []
+    t = threading.Thread(
+        target=lambda: from_thread.extend(
+            asyncio.run(batcher.generate([conv] * 5, SamplingParams()))  # a loop that then closes
+        )
+    )
+    t.start()
+    here = await batcher.generate([conv] * 5, SamplingParams())
+    t.join(timeout=10)
+    assert [c.text for c in here + from_thread] == ["echo: x"] * 10
+    await batcher.aclose()  # the thread's loop is closed by now: nothing to cancel there, no error
+    assert (await batcher.generate([conv], SamplingParams()))[0].text == "echo: x"  # usable again
+    await batcher.aclose()
