@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	rm -rf $(DEMO_HOME)
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --samples 4 --temperature 0.8 --concurrency 16 --run-id demo-collect
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --run-id demo-collect
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) train --method sft --run demo-collect --name demo-sft
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list

@@ -194,7 +194,10 @@ def trajectories_list(
 
     with open_store(store) as st:
         if run is None:
-            table = Table("run", "kind", "created", "episodes", "successes", "suite", "model")
+            table = Table()
+            table.add_column("run", no_wrap=True)
+            for column in ("kind", "created", "episodes", "successes", "suite", "model"):
+                table.add_column(column)
             import datetime as dt
 
             for r in st.runs()[:limit]:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from autodidact.errors import StoreError
 from autodidact.types import Step, Trajectory
-from memory.base import RunInfo, RunSummary, TrajectoryQuery
+from memory.base import RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore
 
 SCHEMA_VERSION = 1
 """Version of the tables (not of the records: see ``autodidact.types.SCHEMA_VERSION``)."""
@@ -356,3 +356,45 @@ class Pool(Generic[C]):
             self._cond.notify_all()
         for conn in idle:
             self._close(conn)
+
+
+class SQLStore(TrajectoryStore):
+    """The store methods, written once over a backend's ``_session`` and :class:`Dialect`.
+
+    A backend sets ``_dialect`` and ``_pool`` and implements :meth:`_session`: a cursor, inside
+    one transaction committed at the end of the block when ``write`` is set, with the backend's
+    errors translated to :class:`~autodidact.errors.StoreError`.
+    """
+
+    _dialect: Dialect
+    _pool: Pool[Any]
+
+    def _session(self, *, write: bool) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def put_run(self, run: RunInfo) -> None:
+        with self._session(write=True) as cur:
+            put_run(cur, self._dialect, run)
+
+    def append(self, trajectory: Trajectory) -> None:
+        with self._session(write=True) as cur:
+            append(cur, self._dialect, trajectory)
+
+    def get(self, trajectory_id: str) -> Trajectory | None:
+        with self._session(write=False) as cur:
+            return get(cur, self._dialect, trajectory_id)
+
+    def query(self, q: TrajectoryQuery = TrajectoryQuery()) -> list[Trajectory]:
+        with self._session(write=False) as cur:
+            return query(cur, self._dialect, q)
+
+    def count(self, q: TrajectoryQuery = TrajectoryQuery()) -> int:
+        with self._session(write=False) as cur:
+            return count(cur, self._dialect, q)
+
+    def runs(self) -> list[RunSummary]:
+        with self._session(write=False) as cur:
+            return runs(cur, self._dialect)
+
+    def close(self) -> None:
+        self._pool.close()

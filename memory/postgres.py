@@ -28,9 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from autodidact.errors import StoreError
-from autodidact.types import Trajectory
 from memory import _rows
-from memory.base import RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore
 
 # A JSON "\u0000" escape: one not preceded by an odd number of backslashes (those escape each other).
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
@@ -79,7 +77,7 @@ def _compress_with_lz4(cur: psycopg.Cursor[Any]) -> None:
             cur.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION lz4")
 
 
-class PostgresTrajectoryStore(TrajectoryStore):
+class PostgresTrajectoryStore(_rows.SQLStore):
     """Runs and episodes in a PostgreSQL database; safe from many threads, processes and hosts.
 
     ``url`` keeps the URL as given, password included, so that other processes can open the
@@ -90,6 +88,8 @@ class PostgresTrajectoryStore(TrajectoryStore):
         max_connections: connections this store opens at most (threads beyond wait for one).
         connect_timeout_s: how long to wait for the server when connecting, unless the URL says.
     """
+
+    _dialect = _DIALECT
 
     def __init__(self, url: str, *, max_connections: int = 8, connect_timeout_s: int = 10) -> None:
         self.url = url
@@ -119,33 +119,6 @@ class PostgresTrajectoryStore(TrajectoryStore):
 
     def __repr__(self) -> str:
         return f"PostgresTrajectoryStore({self._where!r})"
-
-    def put_run(self, run: RunInfo) -> None:
-        with self._session(write=True) as cur:
-            _rows.put_run(cur, _DIALECT, run)
-
-    def append(self, trajectory: Trajectory) -> None:
-        with self._session(write=True) as cur:
-            _rows.append(cur, _DIALECT, trajectory)
-
-    def get(self, trajectory_id: str) -> Trajectory | None:
-        with self._session(write=False) as cur:
-            return _rows.get(cur, _DIALECT, trajectory_id)
-
-    def query(self, q: TrajectoryQuery = TrajectoryQuery()) -> list[Trajectory]:
-        with self._session(write=False) as cur:
-            return _rows.query(cur, _DIALECT, q)
-
-    def count(self, q: TrajectoryQuery = TrajectoryQuery()) -> int:
-        with self._session(write=False) as cur:
-            return _rows.count(cur, _DIALECT, q)
-
-    def runs(self) -> list[RunSummary]:
-        with self._session(write=False) as cur:
-            return _rows.runs(cur, _DIALECT)
-
-    def close(self) -> None:
-        self._pool.close()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:

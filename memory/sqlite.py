@@ -27,9 +27,7 @@ from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 
 from autodidact.errors import StoreError
-from autodidact.types import Trajectory
 from memory import _rows
-from memory.base import RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore
 
 _DIALECT = _rows.Dialect(
     placeholder="?",
@@ -58,7 +56,7 @@ _HINTS = {
 }
 
 
-class SQLiteTrajectoryStore(TrajectoryStore):
+class SQLiteTrajectoryStore(_rows.SQLStore):
     """Runs and episodes in one SQLite file; safe from many threads and many processes.
 
     Args:
@@ -66,6 +64,8 @@ class SQLiteTrajectoryStore(TrajectoryStore):
         busy_timeout_s: how long a writer waits for another process's write lock.
         max_connections: connections kept for concurrent readers (one for ``":memory:"``).
     """
+
+    _dialect = _DIALECT
 
     def __init__(self, path: str, *, busy_timeout_s: float = 30.0, max_connections: int = 4) -> None:
         self.path = path
@@ -96,33 +96,6 @@ class SQLiteTrajectoryStore(TrajectoryStore):
 
     def __repr__(self) -> str:
         return f"SQLiteTrajectoryStore({self.path!r})"
-
-    def put_run(self, run: RunInfo) -> None:
-        with self._session(write=True) as cur:
-            _rows.put_run(cur, _DIALECT, run)
-
-    def append(self, trajectory: Trajectory) -> None:
-        with self._session(write=True) as cur:
-            _rows.append(cur, _DIALECT, trajectory)
-
-    def get(self, trajectory_id: str) -> Trajectory | None:
-        with self._session(write=False) as cur:
-            return _rows.get(cur, _DIALECT, trajectory_id)
-
-    def query(self, q: TrajectoryQuery = TrajectoryQuery()) -> list[Trajectory]:
-        with self._session(write=False) as cur:
-            return _rows.query(cur, _DIALECT, q)
-
-    def count(self, q: TrajectoryQuery = TrajectoryQuery()) -> int:
-        with self._session(write=False) as cur:
-            return _rows.count(cur, _DIALECT, q)
-
-    def runs(self) -> list[RunSummary]:
-        with self._session(write=False) as cur:
-            return _rows.runs(cur, _DIALECT)
-
-    def close(self) -> None:
-        self._pool.close()
 
     def _use_wal(self) -> None:
         # WAL mode is a property of the file, set outside any transaction. Switching a new file
