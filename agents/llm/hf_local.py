@@ -134,8 +134,8 @@ def load_model_and_tokenizer(
         model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
     except OSError as e:
         raise ModelLoadError(
-            f"cannot load model {path!r}: {str(e).splitlines()[0]}; pass 'embedded', a local dir or a .gguf file "
-            "(nothing is downloaded here)"
+            f"cannot load model {path!r}: {str(e).splitlines()[0]}; pass 'embedded', a local dir, a .gguf file "
+            "or an HF id that is in the local cache or downloadable from here"
         ) from None
     if adapter is not None:
         if not (Path(adapter) / "adapter_config.json").is_file():
