@@ -20,6 +20,7 @@ by :meth:`Dialect.sql`; no statement here contains a literal ``?`` or ``%``.
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import threading
@@ -369,8 +370,9 @@ class SQLStore(TrajectoryStore):
     _dialect: Dialect
     _pool: Pool[Any]
 
+    @abc.abstractmethod
     def _session(self, *, write: bool) -> AbstractContextManager[Any]:
-        raise NotImplementedError
+        """A cursor in a session (see the class docstring)."""
 
     def put_run(self, run: RunInfo) -> None:
         with self._session(write=True) as cur:
