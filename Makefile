@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 AD := $(VENV)/bin/autodidact
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := postgresql
+APT_PKGS := postgresql bubblewrap
 DEMO_HOME := runs/demo
 
 .PHONY: setup system-deps demo test test-fast lint typecheck bench clean

@@ -43,3 +43,7 @@ class StoreError(AutodidactError, RuntimeError):
 
 class NothingToTrainError(AutodidactError, ValueError):
     """A training run was asked for but the selected data is empty."""
+
+
+class SandboxUnavailableError(AutodidactError, RuntimeError):
+    """No safe way to run untrusted code here (bubblewrap missing) and unsafe mode was not chosen."""

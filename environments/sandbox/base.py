@@ -26,6 +26,7 @@ class ExecRequest(Record):
     max_processes: int = Field(32, ge=1)
     max_output_bytes: int = Field(64_000, ge=1, description="stdout and stderr are each cut to this")
     max_file_mb: int = Field(16, ge=0, description="largest file the program may write")
+    disk_mb: int = Field(64, ge=1, description="size of the job's private /tmp")
     network: bool = False
 
 
