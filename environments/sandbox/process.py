@@ -19,9 +19,10 @@ Does NOT protect against: kernel exploits (a namespace sandbox shares the host k
 reading what is under ``/usr`` (installed programs and libraries); CPU and memory-bandwidth
 contention with the host; side channels. Memory is limited per process (RLIMIT_AS), not per
 job (no per-sandbox memory cgroup on these hosts). For stronger isolation use the docker
-backend. A job killed at its timeout can leave a defunct (zombie) bwrap process behind
-when the host's pid 1 does not reap orphans (as in some containers); it holds no resources
-but a process-table entry of its slot's uid.
+backend.
+
+The job runs as pid 1 of its namespace (``--as-pid-1``): when it ends, the namespace and
+everything in it end, and bwrap reaps it — no orphan is left for a host init that may not reap.
 
 Without bubblewrap the sandbox refuses to run unless built with ``unsafe=True`` (or
 ``AUTODIDACT_UNSAFE_SANDBOX=1``): then jobs run as plain subprocesses under rlimits only,
@@ -105,7 +106,7 @@ class ProcessSandbox:
         # fmt: off
         return [
             self.bwrap, "--unshare-all", *(["--share-net"] if request.network else []),
-            "--die-with-parent", "--new-session", "--hostname", "sandbox",
+            "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
