@@ -67,7 +67,7 @@ def run(
     from agents.rollout import RunConfig, RunResult, run_rollout
     from autodidact.config import parse
     from environments.tasks import load_suite
-    from memory.base import open_store
+    from memory.base import TrajectoryStore, open_store
 
     flags = {
         "env": env,
@@ -95,7 +95,7 @@ def run(
     chat_model = resolve_model(cfg.model).build()
     console = _console()
 
-    async def main() -> RunResult:
+    async def main(st: TrajectoryStore) -> RunResult:
         # A server that cannot be reached fails here, in one line, before the run is recorded.
         list_models = getattr(chat_model, "list_models", None)
         if list_models is not None:
@@ -106,7 +106,7 @@ def run(
             await chat_model.aclose()
 
     with open_store(store) as st:
-        result = asyncio.run(main())
+        result = asyncio.run(main(st))
     _print_run(console, result.trajectories, tasks)
     ok = sum(t.success for t in result.trajectories)
     n = len(result.trajectories)

@@ -99,7 +99,7 @@ class ProcessSandbox:
         finally:
             os.close(lock)  # releases the flock
 
-    def _argv(self, request: ExecRequest, work: str) -> list[str]:
+    def _argv(self, request: ExecRequest) -> list[str]:
         code = [self.python, "-I", "-c", request.code]
         if self.bwrap is None:
             return code
@@ -124,7 +124,7 @@ class ProcessSandbox:
             if uid is not None:
                 os.chown(work, uid, uid)
             proc = await asyncio.create_subprocess_exec(
-                *self._argv(request, work),
+                *self._argv(request),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
