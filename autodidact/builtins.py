@@ -6,11 +6,13 @@ from autodidact.registry import register
 
 
 def register_all() -> None:
-    """Register every built-in environment, suite, graph, model backend, store and trainer."""
+    """Register every built-in environment, suite, graph, model backend, store, sandbox, trainer and policy."""
     register("environment", "code", "environments.code.env:CodeEnvironment")
 
     register("suite", "bundled", "environments.tasks:bundled_suite")
     register("suite", "humaneval", "environments.tasks:humaneval_suite")
+    register("suite", "humaneval_plus", "environments.code.evalplus:humaneval_plus_suite")
+    register("suite", "mbpp_plus", "environments.code.evalplus:mbpp_plus_suite")
 
     register("graph", "solver", "agents.graphs.solver:build_solver_graph")
 
@@ -22,5 +24,9 @@ def register_all() -> None:
     register("store", "postgres", "memory.postgres:PostgresTrajectoryStore")
 
     register("sandbox", "process", "environments.sandbox.process:ProcessSandbox")
+    register("sandbox", "docker", "environments.sandbox.docker:DockerSandbox")
 
     register("trainer", "sft", "training.sft:train_sft")
+
+    register("policy", "code:reference", "environments.code.policies:ReferencePolicy")
+    register("policy", "code:mutant", "environments.code.policies:MutantPolicy")

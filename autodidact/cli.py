@@ -8,6 +8,8 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
     autodidact train --method sft --run RUN
     autodidact run --suite bundled --split test --model CHECKPOINT
     autodidact serve --model embedded --port 8000
+    autodidact eval --env code --suite humaneval --policy reference
+    autodidact sandbox exec FILE [--backend process|docker] [--timeout S] [--memory MB] --json
     autodidact trajectories list | show ID | export RUN --out FILE
     autodidact checkpoints list | show NAME
 """
@@ -28,8 +30,10 @@ app = typer.Typer(
 )
 trajectories_app = typer.Typer(no_args_is_help=True, help="Inspect and export stored trajectories.")
 checkpoints_app = typer.Typer(no_args_is_help=True, help="Inspect registered checkpoints.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="Run programs in a sandbox.")
 app.add_typer(trajectories_app, name="trajectories")
 app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(sandbox_app, name="sandbox")
 
 StoreOpt = Annotated[
     str | None,
@@ -179,6 +183,91 @@ def serve(
     from agents.llm.server import serve as serve_model
 
     serve_model(resolve_model(model).build(), name or model, host=host, port=port)
+
+
+@app.command("eval")
+def eval_(
+    env: Annotated[str, typer.Option(help="environment id")] = "code",
+    suite: Annotated[str, typer.Option(help="suite id or .jsonl path")] = "bundled",
+    policy: Annotated[str, typer.Option(help="scripted policy: reference, or mutant (must fail)")] = "reference",
+    split: Annotated[str, typer.Option(help="train, test or all")] = "all",
+    limit: Annotated[int | None, typer.Option(help="first N tasks")] = None,
+    concurrency: Annotated[int, typer.Option(help="episodes in flight")] = 2,
+    sandbox: Annotated[str | None, typer.Option(help="sandbox backend for code: process or docker")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write every outcome to this JSON file")] = None,
+) -> None:
+    """Run a scripted policy over a suite: every reference must succeed, every mutant must fail."""
+    import json
+    import time
+
+    from rich.markup import escape
+
+    from autodidact import registry
+    from environments.evaluate import evaluate
+    from environments.tasks import load_suite
+
+    if split not in ("train", "test", "all"):
+        raise ConfigError(f"--split must be train, test or all, not {split!r}")
+    tasks = load_suite(suite, split=split, limit=limit)  # type: ignore[arg-type]
+    scripted = registry.make("policy", f"{env}:{policy}")
+    env_kwargs = {"sandbox": registry.make("sandbox", sandbox)} if sandbox else {}
+    start = time.perf_counter()
+    outcomes = asyncio.run(evaluate(env, tasks, scripted, concurrency=concurrency, env_kwargs=env_kwargs))
+    seconds = time.perf_counter() - start
+    wrong = [o for o in outcomes if o.success != scripted.expect_success]
+    console = _console()
+    verdict = "succeeded" if scripted.expect_success else "were rejected (mutants killed)"
+    n_ok = len(outcomes) - len(wrong)
+    console.print(
+        f"[bold]{suite}[/] ({split}), policy {policy}: {n_ok}/{len(outcomes)} {verdict} "
+        f"({n_ok / max(1, len(outcomes)):.1%}) in {seconds:.1f} s",
+        soft_wrap=True,
+    )
+    for o in wrong:
+        what = o.detail or ("passed every hidden test" if o.success else "failed")
+        console.print(f"  [red]{escape(o.task_id)}[/]: {escape(what)}", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        json_out.write_text(json.dumps([o.__dict__ for o in outcomes], indent=1))
+
+
+@sandbox_app.command("exec")
+def sandbox_exec(
+    file: Annotated[Path, typer.Argument(help="Python file to run ('-' reads stdin)")],
+    backend: Annotated[str, typer.Option(help="process or docker")] = "process",
+    timeout: Annotated[float, typer.Option(help="wall-clock limit, seconds")] = 10.0,
+    memory: Annotated[int, typer.Option(help="memory limit, MB")] = 1024,
+    network: Annotated[bool, typer.Option(help="allow network access")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole result as JSON")] = False,
+) -> None:
+    """Run a Python file in the sandbox; print its output (or the result as JSON); exit with its code."""
+    from autodidact import registry
+    from environments.sandbox.base import ExecRequest
+
+    box = registry.make("sandbox", backend)
+    if str(file) == "-":
+        code = sys.stdin.read()
+    elif not file.is_file():
+        raise ConfigError(f"no such file: {file}")
+    else:
+        code = file.read_text()
+    request = ExecRequest(code=code, timeout_s=timeout, memory_mb=memory, network=network)
+
+    async def go() -> Any:
+        try:
+            return await box.run(request)
+        finally:
+            await box.close()
+
+    result = asyncio.run(go())
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.timed_out or result.memory_exceeded or result.output_truncated:
+        flags = [k for k in ("timed_out", "memory_exceeded", "output_truncated") if getattr(result, k)]
+        sys.stderr.write(f"[sandbox: {', '.join(flags)}; {result.duration_s:.2f} s]\n")
+    raise typer.Exit(result.exit_code if result.exit_code is not None and result.exit_code >= 0 else 1)
 
 
 @trajectories_app.command("list")

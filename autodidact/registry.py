@@ -20,7 +20,7 @@ from typing import Any
 
 from autodidact.errors import ConfigError, NotRegisteredError
 
-KINDS = ("environment", "suite", "role", "graph", "model", "sandbox", "trainer", "store")
+KINDS = ("environment", "suite", "role", "graph", "model", "sandbox", "trainer", "store", "policy")
 
 
 @dataclass(frozen=True)

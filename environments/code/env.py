@@ -1,39 +1,70 @@
-"""The code environment: the agent submits a program, hidden tests decide the reward.
+"""The code environment: the agent writes a function; hidden tests in the sandbox score it.
 
-Each task's payload holds ``entry_point``, ``test`` (code defining ``check(candidate)``, as in
-HumanEval) and an optional ``prefix`` (the code the task shows, e.g. HumanEval's signature and
-docstring). The program run is ``prefix + answer + test + check(entry_point)``, so a full
-function in the answer replaces the prefix's stub, and a bare body continues it — scored the
-way HumanEval's authors score it. Programs run in a :class:`~environments.sandbox.base.Sandbox`
-(the process sandbox by default). Reward is 1.0 when every test passes, else 0.0.
+A task's payload (see :mod:`environments.tasks` for the file schema) holds ``entry_point``,
+an optional ``prefix`` (the code the task shows, e.g. HumanEval's signature and docstring),
+the hidden tests (``test``: HumanEval-style ``check(candidate)``; or ``plus``: evalplus
+inputs scored against the reference's outputs) and optional ``visible_tests`` (assert
+statements the agent may run). The program under test is ``prefix + code``: a full function
+in the code replaces the prefix's stub, a bare body continues it — scored the way HumanEval's
+and EvalPlus's authors score it (:mod:`environments.code.harness`).
 
-An episode allows ``max_attempts`` submissions: a pass terminates it; a failure returns the
-test output as feedback; the last failed attempt truncates it (the budget ran out).
+An episode is multi-turn. Actions (``Action.kind``):
+
+- ``run``: run ``prefix + code`` as a script and see its output (no tests, no reward);
+- ``test``: run the visible tests against the code and see each outcome (no reward);
+- ``submit`` (or ``code``): run the hidden tests. Reward = the fraction of hidden tests that
+  pass; success = all pass, which terminates the episode. A failed submission shows how many
+  passed and why the first failing one failed.
+
+``max_attempts`` bounds submissions and ``max_steps`` all actions; running out of either
+truncates the episode. Every step's ``info`` has ``kind`` and, for ``test`` and ``submit``,
+``passed``/``total``/``success``, ``outcomes`` (one bool per test, in order) and
+``failures`` (label and error of the first failing tests).
+
+Example:
+    >>> env = CodeEnvironment()
+    >>> obs = await env.reset(load_suite("bundled")[0])  # doctest: +SKIP
+    >>> (await env.step(Action(kind="submit", text="def last(xs):\\n    return xs[-1]"))).reward  # doctest: +SKIP
+    1.0
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from autodidact.errors import TaskDataError
 from autodidact.types import Action, Observation, Task
 from environments.base import StepResult
+from environments.code.harness import TestReport, run_tests
 from environments.sandbox.base import ExecRequest, ExecResult, Sandbox
 
 FEEDBACK_CHARS = 1500
-
-
-def build_program(task: Task, code: str) -> str:
-    """The program that tests ``code`` against ``task``'s hidden tests."""
-    p = task.payload
-    return f"{p.get('prefix', '')}\n{code}\n\n{p['test']}\n\ncheck({p['entry_point']})\n"
+MAX_FAILURES_IN_INFO = 20
+SUBMIT_KINDS = ("submit", "code")
+KINDS = ("run", "test", *SUBMIT_KINDS)
 
 
 class CodeEnvironment:
-    """Runs submitted code against hidden tests in a sandbox."""
+    """Runs the agent's code, its visible tests and the hidden tests in a sandbox.
+
+    Args:
+        sandbox: where code runs (default: the process sandbox with its warm pool).
+        max_attempts: submissions per episode.
+        max_steps: actions of any kind per episode (default: ``max_attempts + 4``).
+        timeout_s: wall-clock limit of one program run.
+        memory_mb: address-space limit of one program run.
+    """
 
     id = "code"
 
     def __init__(
-        self, sandbox: Sandbox | None = None, *, max_attempts: int = 1, timeout_s: float = 10.0, memory_mb: int = 1024
+        self,
+        sandbox: Sandbox | None = None,
+        *,
+        max_attempts: int = 1,
+        max_steps: int | None = None,
+        timeout_s: float = 10.0,
+        memory_mb: int = 1024,
     ) -> None:
         if sandbox is None:
             from environments.sandbox.process import ProcessSandbox
@@ -41,59 +72,109 @@ class CodeEnvironment:
             sandbox = ProcessSandbox()
         self.sandbox = sandbox
         self.max_attempts = max_attempts
+        self.max_steps = max_steps if max_steps is not None else max_attempts + 4
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self._task: Task | None = None
         self._attempts = 0
+        self._steps = 0
 
     async def reset(self, task: Task, *, seed: int | None = None) -> Observation:
         """Start an episode; the observation is the task's prompt."""
-        missing = [k for k in ("entry_point", "test") if not task.payload.get(k)]
+        p = task.payload
+        missing = [k for k in ("entry_point",) if not p.get(k)]
+        if not p.get("test") and not p.get("plus"):
+            missing.append("test")
         if missing:
             raise TaskDataError(f"task {task.id!r} is not a code task: payload lacks {', '.join(missing)}")
-        self._task, self._attempts = task, 0
-        return Observation(text=task.prompt, data={"entry_point": task.payload["entry_point"]})
+        self._task, self._attempts, self._steps = task, 0, 0
+        return Observation(
+            text=task.prompt,
+            data={"entry_point": p["entry_point"], "visible_tests": list(p.get("visible_tests") or [])},
+        )
 
     async def step(self, action: Action) -> StepResult:
-        """Run the submitted code against the hidden tests."""
+        """Run, test or submit ``action.text`` (see the module docstring)."""
         if self._task is None:
             raise RuntimeError("step() before reset()")
-        self._attempts += 1
-        out_of_attempts = self._attempts >= self.max_attempts
-        if action.kind != "code" or not action.text.strip():
+        self._steps += 1
+        kind = action.kind
+        if kind not in KINDS:
+            obs = Observation(text=f"Unknown action {kind!r}: use one of {', '.join(KINDS)}.")
+            return self._result(obs, 0.0, terminated=False, info={"kind": kind, "error": "unknown action"})
+        if not action.text.strip():
+            if kind in SUBMIT_KINDS:
+                self._attempts += 1
             obs = Observation(text="No code was found in your answer. Reply with a ```python code block.")
-            return StepResult(obs, 0.0, terminated=False, truncated=out_of_attempts, info={"passed": False})
-        result = await self.sandbox.run(
-            ExecRequest(code=build_program(self._task, action.text), timeout_s=self.timeout_s, memory_mb=self.memory_mb)
+            return self._result(obs, 0.0, terminated=False, info={"kind": kind, "error": "no code"})
+        if kind == "run":
+            run = await self.sandbox.run(
+                ExecRequest(
+                    code=f"{self._task.payload.get('prefix', '')}\n{action.text}",
+                    timeout_s=self.timeout_s,
+                    memory_mb=self.memory_mb,
+                )
+            )
+            obs = Observation(text=_run_feedback(run), data={"exit_code": run.exit_code, "timed_out": run.timed_out})
+            return self._result(obs, 0.0, terminated=False, info={"kind": "run", "exit_code": run.exit_code})
+        which: Literal["hidden", "visible"] = "visible" if kind == "test" else "hidden"
+        report = await run_tests(
+            self._task, action.text, self.sandbox, which=which, timeout_s=self.timeout_s, memory_mb=self.memory_mb
         )
-        passed = result.ok
-        obs = Observation(
-            text=_feedback(result),
-            data={
-                "passed": passed,
-                "exit_code": result.exit_code,
-                "timed_out": result.timed_out,
-                "duration_s": result.duration_s,
-            },
-        )
-        return StepResult(
-            obs,
-            1.0 if passed else 0.0,
-            terminated=passed,
-            truncated=not passed and out_of_attempts,
-            info={"passed": passed},
-        )
+        info = _report_info(report) | {"kind": "test" if kind == "test" else "submit"}
+        if kind == "test":
+            obs = Observation(text=_test_feedback(report, visible=True), data=info)
+            return self._result(obs, 0.0, terminated=False, info=info)
+        self._attempts += 1
+        obs = Observation(text=_test_feedback(report, visible=False), data=info)
+        return self._result(obs, report.fraction, terminated=report.success, info=info)
 
     async def close(self) -> None:
         self._task = None
 
+    def _result(self, obs: Observation, reward: float, *, terminated: bool, info: dict[str, Any]) -> StepResult:
+        out_of_budget = self._attempts >= self.max_attempts or self._steps >= self.max_steps
+        return StepResult(obs, reward, terminated=terminated, truncated=not terminated and out_of_budget, info=info)
 
-def _feedback(result: ExecResult) -> str:
-    if result.ok:
-        return "All tests passed."
+
+def _report_info(report: TestReport) -> dict[str, Any]:
+    failures = [
+        {"label": label, "error": error}
+        for ok, label, error in zip(report.outcomes, report.labels, report.errors, strict=True)
+        if not ok
+    ][:MAX_FAILURES_IN_INFO]
+    return {
+        "passed": report.passed,
+        "total": report.total,
+        "success": report.success,
+        "outcomes": list(report.outcomes),
+        "failures": failures,
+        "error": report.error,
+        "duration_s": report.duration_s,
+    }
+
+
+def _test_feedback(report: TestReport, *, visible: bool) -> str:
+    what = "visible tests" if visible else "hidden tests"
+    if report.total == 0:
+        return f"This task has no {what}."
+    if report.success:
+        return f"All {report.total} {what} passed."
+    lines = [f"{report.passed}/{report.total} {what} passed."]
+    if report.error:
+        lines.append(report.error)
+    else:
+        first = next(i for i, ok in enumerate(report.outcomes) if not ok)
+        lines.append(f"First failure: {report.labels[first]}\n{report.errors[first] or ''}".rstrip())
+    if report.output.strip():
+        lines.append(f"Output:\n{report.output.strip()[-FEEDBACK_CHARS // 2 :]}")
+    return "\n".join(lines)[-FEEDBACK_CHARS:]
+
+
+def _run_feedback(result: ExecResult) -> str:
     if result.timed_out:
-        return f"The tests timed out after {result.duration_s:.1f} s (an infinite loop or a very slow solution?)."
+        return f"The program timed out after {result.duration_s:.1f} s (an infinite loop or a very slow solution?)."
     if result.memory_exceeded:
         return "The program ran out of memory."
-    tail = (result.stderr or result.stdout).strip()[-FEEDBACK_CHARS:]
-    return f"The tests failed (exit code {result.exit_code}):\n{tail}"
+    out = (result.stdout + result.stderr).strip()[-FEEDBACK_CHARS:] or "(no output)"
+    return f"Exit code {result.exit_code}.\n{out}"

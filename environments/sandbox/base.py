@@ -1,7 +1,7 @@
 """The sandbox interface: run a program under limits, get a typed result.
 
-Limits are part of each :class:`ExecRequest`; a backend (``process``; ``docker`` comes with
-the sandbox hardening work) enforces them and reports what happened in an
+Limits are part of each :class:`ExecRequest`; a backend (``process``: bubblewrap with a warm
+pool; ``docker``: Docker Engine or Podman) enforces them and reports what happened in an
 :class:`ExecResult`. Network is off unless the request allows it — on backends that can
 enforce that (see each backend's docstring for what it protects against).
 """
@@ -53,4 +53,8 @@ class Sandbox(Protocol):
 
     async def run(self, request: ExecRequest) -> ExecResult:
         """Run ``request.code`` and report the outcome; never raises for the program's faults."""
+        ...
+
+    async def close(self) -> None:
+        """Stop warm workers or containers (later runs may start new ones)."""
         ...

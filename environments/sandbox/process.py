@@ -24,6 +24,19 @@ backend.
 The job runs as pid 1 of its namespace (``--as-pid-1``): when it ends, the namespace and
 everything in it end, and bwrap reaps it — no orphan is left for a host init that may not reap.
 
+**Warm pool.** Starting an interpreter in a fresh container costs ~25 ms, so by default jobs
+run on warm workers instead: one long-lived container per worker (its own slot uid), whose
+pid 1 is a "zygote" (``_zygote.py``) that forks a child per job, sets the job's rlimits in the
+child and runs the code there — a few milliseconds a job. After each job the zygote kills every
+other process in its namespace (``kill(-1, SIGKILL)``; setsid daemons included), empties
+``/tmp`` and ``/dev/shm`` and removes System V IPC objects. What a warm job does NOT get that a
+cold one does: a brand-new tmpfs (it gets the emptied one) and a brand-new interpreter image
+(it inherits the zygote's memory, so a job could find traces of earlier jobs' code and data in
+it; use ``pool_size=0`` when jobs of different trust domains share a sandbox). Requests with
+the network on or a ``disk_mb`` other than the pool's run cold. Warm workers are shared by all
+``ProcessSandbox`` instances with the same settings in a process (one pool per event loop),
+and die with the process.
+
 Without bubblewrap the sandbox refuses to run unless built with ``unsafe=True`` (or
 ``AUTODIDACT_UNSAFE_SANDBOX=1``): then jobs run as plain subprocesses under rlimits only,
 with a loud warning.
@@ -39,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import resource
 import shutil
@@ -57,6 +71,8 @@ SLOT_UID_BASE = 60000
 SLOTS = 64  # uids SLOT_UID_BASE .. SLOT_UID_BASE + SLOTS - 1, shared by every process on the host
 SLOT_DIR = Path(tempfile.gettempdir()) / "autodidact-sandbox-slots"
 SANDBOX_PYTHON = "/usr/bin/python3"
+SHM_MB = 16  # the size of a job's /dev/shm
+WORKER_GRACE_S = 5.0  # how long past a job's timeout a warm worker may take to answer before it is replaced
 
 
 class ProcessSandbox:
@@ -65,9 +81,18 @@ class ProcessSandbox:
     Args:
         python: the interpreter inside the sandbox (it must live under ``/usr``).
         unsafe: without bubblewrap, run jobs as plain subprocesses instead of refusing.
+        pool_size: warm workers (0: every job cold). Default: the number of CPUs.
+        pool_disk_mb: the size of a warm worker's ``/tmp``; requests asking for another size run cold.
     """
 
-    def __init__(self, *, python: str = SANDBOX_PYTHON, unsafe: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        python: str = SANDBOX_PYTHON,
+        unsafe: bool | None = None,
+        pool_size: int | None = None,
+        pool_disk_mb: int = 64,
+    ) -> None:
         self.bwrap = shutil.which("bwrap")
         if unsafe is None:
             unsafe = os.environ.get("AUTODIDACT_UNSAFE_SANDBOX") == "1"
@@ -88,9 +113,16 @@ class ProcessSandbox:
             )
         self.python = python if self.bwrap is not None or os.path.exists(python) else sys.executable
         self.as_root = os.geteuid() == 0
+        if pool_size is not None and pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0, not {pool_size}")
+        # No pool without bubblewrap: the zygote's kill(-1) is only safe inside its own pid namespace.
+        self.pool_size = 0 if self.bwrap is None else (os.cpu_count() or 2) if pool_size is None else pool_size
+        self.pool_disk_mb = pool_disk_mb
 
     async def run(self, request: ExecRequest) -> ExecResult:
         """Run ``request`` and report stdout, stderr, exit code and which limit (if any) hit."""
+        if self.pool_size and not request.network and request.disk_mb == self.pool_disk_mb:
+            return await self._pool().run(request)
         if not self.as_root:
             return await self._run(request, None)
         slot, lock = await _acquire_slot()
@@ -99,22 +131,53 @@ class ProcessSandbox:
         finally:
             os.close(lock)  # releases the flock
 
+    async def close(self) -> None:
+        """Stop this event loop's warm workers for these settings (later runs start new ones)."""
+        pool = _POOLS.pop((asyncio.get_running_loop(), self._pool_key()), None)
+        if pool is not None:
+            await pool.close()
+
+    @staticmethod
+    async def close_all() -> None:
+        """Stop every warm worker of this event loop, whatever its settings."""
+        loop = asyncio.get_running_loop()
+        for key in [k for k in _POOLS if k[0] is loop]:
+            await _POOLS.pop(key).close()
+
+    def _pool_key(self) -> tuple[str, int]:
+        return (self.python, self.pool_disk_mb)
+
+    def _pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        for key in [k for k in _POOLS if k[0].is_closed()]:  # pools of finished event loops
+            _POOLS.pop(key).abandon()
+        pool = _POOLS.get((loop, self._pool_key()))
+        if pool is None:
+            pool = _POOLS[(loop, self._pool_key())] = _Pool(self)
+        pool.grow(self.pool_size)
+        return pool
+
     def _argv(self, request: ExecRequest) -> list[str]:
         code = [self.python, "-I", "-c", request.code]
         if self.bwrap is None:
             return code
+        return self._bwrap_argv(network=request.network, disk_mb=request.disk_mb) + code
+
+    def _bwrap_argv(self, *, network: bool, disk_mb: int) -> list[str]:
+        assert self.bwrap is not None
+        # /dev is bwrap's own small tmpfs: read-only, with a size-limited /dev/shm mounted on it.
         # fmt: off
         return [
-            self.bwrap, "--unshare-all", *(["--share-net"] if request.network else []),
+            self.bwrap, "--unshare-all", *(["--share-net"] if network else []),
             "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr",
             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
             "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
             "--proc", "/proc", "--dev", "/dev",
-            "--size", str(request.disk_mb * _MB), "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp",
+            "--size", str(SHM_MB * _MB), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--size", str(disk_mb * _MB), "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0",
-            *code,
         ]
         # fmt: on
 
@@ -159,20 +222,151 @@ class ProcessSandbox:
             except TimeoutError:
                 (out, out_cut), (err, err_cut) = (b"", True), (b"(output lost: a process outlived the job)", True)
             _kill_group(proc.pid)  # anything left running in the group (the pid namespace took the rest)
-        code = proc.returncode
-        stderr = err.decode(errors="replace")
-        memory_exceeded = code != 0 and "MemoryError" in stderr
-        if code == -signal.SIGXCPU:  # the CPU-time limit hit
-            timed_out = True
-        return ExecResult(
-            stdout=out.decode(errors="replace"),
-            stderr=stderr,
-            exit_code=code,
+        return _result(
+            out.decode(errors="replace"),
+            err.decode(errors="replace"),
+            proc.returncode,
             timed_out=timed_out,
-            memory_exceeded=memory_exceeded,
-            output_truncated=out_cut or err_cut,
-            duration_s=time.perf_counter() - start,
+            truncated=out_cut or err_cut,
+            start=start,
         )
+
+
+def _result(
+    stdout: str, stderr: str, code: int | None, *, timed_out: bool, truncated: bool, start: float
+) -> ExecResult:
+    return ExecResult(
+        stdout=stdout,
+        stderr=stderr,
+        exit_code=code,
+        timed_out=timed_out or code == -signal.SIGXCPU,  # SIGXCPU: the CPU-time limit hit
+        memory_exceeded=code != 0 and "MemoryError" in stderr,
+        output_truncated=truncated,
+        duration_s=time.perf_counter() - start,
+    )
+
+
+class _Worker:
+    """One warm container: bwrap running the zygote as its own slot uid, spoken to over pipes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, lock: int | None) -> None:
+        self.proc, self.lock = proc, lock
+
+    @classmethod
+    async def start(cls, sandbox: ProcessSandbox) -> _Worker:
+        uid, lock = None, None
+        if sandbox.as_root:
+            slot, lock = await _acquire_slot()
+            uid = SLOT_UID_BASE + slot
+        zygote = (Path(__file__).parent / "_zygote.py").read_text()
+        argv = [*sandbox._bwrap_argv(network=False, disk_mb=sandbox.pool_disk_mb), sandbox.python, "-I", "-c", zygote]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            limit=_REPLY_LIMIT,
+            preexec_fn=lambda: _drop_and_limit(None, uid),
+        )
+        worker = cls(proc, lock)
+        assert proc.stdout is not None
+        try:
+            ready = await asyncio.wait_for(proc.stdout.readline(), 30.0)
+        except TimeoutError:
+            ready = b""
+        if not ready.startswith(b'{"ready"'):
+            worker.abandon()
+            raise SandboxUnavailableError(f"a warm sandbox worker did not start (bwrap: {sandbox.bwrap})")
+        return worker
+
+    async def run(self, request: ExecRequest) -> ExecResult | None:
+        """The job's result, or None when the worker died or stopped answering (it is then dead)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        start = time.perf_counter()
+        job = request.model_dump(include=_JOB_FIELDS)
+        self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+        try:
+            await self.proc.stdin.drain()
+            line = await asyncio.wait_for(self.proc.stdout.readline(), request.timeout_s + WORKER_GRACE_S)
+        except (TimeoutError, ConnectionError, ValueError):
+            line = b""
+        if not line:
+            self.abandon()
+            return None
+        reply = json.loads(line)
+        return _result(
+            reply["stdout"],
+            reply["stderr"],
+            reply["exit_code"],
+            timed_out=reply.get("timed_out", False),
+            truncated=reply.get("output_truncated", False),
+            start=start,
+        )
+
+    def abandon(self) -> None:
+        """Kill the container (its zygote dies with bwrap) and give back the slot."""
+        if self.proc.returncode is None:
+            _kill_group(self.proc.pid)
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
+
+
+class _Pool:
+    """Up to ``size`` warm workers for one event loop; a job waits for a free one."""
+
+    def __init__(self, sandbox: ProcessSandbox) -> None:
+        self.sandbox = sandbox
+        self.size = 0
+        self.free: asyncio.Queue[_Worker | None] = asyncio.Queue()  # None: a worker yet to start
+        self.workers: set[_Worker] = set()  # every live worker, free or busy
+
+    def grow(self, size: int) -> None:
+        for _ in range(size - self.size):
+            self.free.put_nowait(None)
+        self.size = max(self.size, size)
+
+    async def run(self, request: ExecRequest) -> ExecResult:
+        worker = await self.free.get()
+        result = None
+        try:
+            if worker is None:
+                worker = await _Worker.start(self.sandbox)
+                self.workers.add(worker)
+            result = await worker.run(request)
+        finally:
+            if worker is not None and result is None:  # died, or the caller was cancelled mid-job
+                worker.abandon()
+                self.workers.discard(worker)
+            self.free.put_nowait(worker if result is not None else None)
+        if result is None:
+            return ExecResult(
+                stdout="",
+                stderr="the sandbox worker died or stopped answering during this job; it was replaced",
+                exit_code=None,
+                timed_out=True,
+            )
+        return result
+
+    async def close(self) -> None:
+        """Kill every worker and wait until each has exited."""
+        workers = list(self.workers)
+        self.abandon()
+        await asyncio.gather(*(w.proc.wait() for w in workers))
+
+    def abandon(self) -> None:
+        """Kill every worker (also usable when the pool's event loop is gone: nothing is awaited)."""
+        for worker in self.workers:
+            worker.abandon()
+        self.workers.clear()
+        self.free = asyncio.Queue()
+        self.size = 0
+
+
+_JOB_FIELDS = {"code", "stdin", "timeout_s", "cpu_s", "memory_mb", "max_processes", "max_output_bytes", "max_file_mb"}
+_REPLY_LIMIT = 64 * _MB
+_POOLS: dict[tuple[asyncio.AbstractEventLoop, tuple[str, int]], _Pool] = {}
 
 
 async def _acquire_slot() -> tuple[int, int]:
@@ -194,12 +388,17 @@ async def _acquire_slot() -> tuple[int, int]:
         await asyncio.sleep(0.005)  # all slots busy: wait for one
 
 
-def _drop_and_limit(request: ExecRequest, uid: int | None) -> None:
-    """Runs in the child between fork and exec: become the slot's uid, then set the limits."""
+def _drop_and_limit(request: ExecRequest | None, uid: int | None) -> None:
+    """Runs in the child between fork and exec: become the slot's uid, then set the limits.
+
+    A warm worker (``request`` None) only drops privileges: its zygote sets each job's limits.
+    """
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+    if request is None:
+        return
     mem = request.memory_mb * _MB
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (request.cpu_s, request.cpu_s + 1))

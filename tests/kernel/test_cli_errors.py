@@ -22,6 +22,10 @@ from tests.test_end_to_end import cli
         (["trajectories", "show", "deadbeef00"], "no trajectory 'deadbeef00'"),
         (["checkpoints", "show", "nope"], "no checkpoint 'nope'"),
         (["run", "--model", "http://127.0.0.1:9/v1"], "cannot reach model server http://127.0.0.1:9/v1/models"),
+        (["eval", "--policy", "nope"], "unknown policy 'code:nope'"),
+        (["eval", "--split", "dev"], "--split must be train, test or all"),
+        (["sandbox", "exec", "/no/such.py"], "no such file: /no/such.py"),
+        (["sandbox", "exec", "-", "--backend", "nope"], "unknown sandbox 'nope'"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(_isolated_home: Path, args: list[str], message: str) -> None:
