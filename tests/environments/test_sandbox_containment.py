@@ -33,6 +33,15 @@ async def test_no_tcp_to_a_listener_on_the_hosts_loopback(backend: Backend) -> N
     assert r.ok and r.stdout.strip() != "0"
 
 
+async def test_the_network_is_there_only_when_the_request_allows_it(backend: Backend) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        r = await run(backend, f"import socket\nprint(socket.socket().connect_ex(('127.0.0.1', {port})))", network=True)
+    assert r.ok and r.stdout.strip() == "0", r  # the control for the test above: the probe itself works
+
+
 async def test_no_dns(backend: Backend) -> None:
     r = await run(
         backend,
