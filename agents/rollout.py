@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.graphs.solver import DEFAULT_SAMPLING, SolverContext
 from agents.llm.base import ChatModel
@@ -29,6 +29,9 @@ from autodidact import registry
 from autodidact.types import PolicyRef, SamplingParams, Step, Task, Trajectory, new_id
 from environments.tasks import SplitFilter, load_suite
 from memory.base import RunInfo, TrajectoryStore
+
+WEB_MAX_STEPS = 15
+WEB_SAMPLING = SamplingParams(temperature=0.0, max_tokens=64, stop=("\n\n",))
 
 
 class RunConfig(BaseModel):
@@ -44,11 +47,24 @@ class RunConfig(BaseModel):
     model: str = Field("embedded", description="embedded, a checkpoint name, a path, an HF id or a server URL")
     sampling: SamplingParams = DEFAULT_SAMPLING
     samples_per_task: int = Field(1, ge=1)
-    max_steps: int = Field(1, ge=1, description="model calls per episode (attempts, for code)")
+    max_steps: int = Field(1, ge=1, description="model calls per episode: attempts for code [1], actions for web [15]")
     concurrency: int = Field(8, ge=1, description="episodes in flight at most")
     episode_timeout_s: float = Field(600.0, gt=0)
     round: int = Field(0, ge=0, description="self-improvement round this run belongs to")
     run_id: str | None = Field(None, description="default: a fresh id")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_defaults(cls, data: Any) -> Any:
+        """Web episodes take many short answers: more steps, short completions, unless set."""
+        if isinstance(data, dict) and data.get("env") == "web":
+            data = dict(data)
+            data.setdefault("suite", "miniwob")
+            data.setdefault("max_steps", WEB_MAX_STEPS)
+            given = data.get("sampling") or {}
+            if isinstance(given, dict):
+                data["sampling"] = {**WEB_SAMPLING.model_dump(), **given}
+        return data
 
 
 @dataclass

@@ -8,11 +8,18 @@ from autodidact.registry import register
 def register_all() -> None:
     """Register every built-in environment, suite, graph, model backend, store, sandbox, trainer and policy."""
     register("environment", "code", "environments.code.env:CodeEnvironment")
+    register("environment", "web", "environments.web.env:WebEnvironment")
 
     register("suite", "bundled", "environments.tasks:bundled_suite")
     register("suite", "humaneval", "environments.tasks:humaneval_suite")
     register("suite", "humaneval_plus", "environments.code.evalplus:humaneval_plus_suite")
     register("suite", "mbpp_plus", "environments.code.evalplus:mbpp_plus_suite")
+    register("suite", "miniwob", "environments.web.miniwob:miniwob_suite")
+    register("suite", "shop", "environments.web.sites.shop:shop_suite")
+    register("suite", "forum", "environments.web.sites.forum:forum_suite")
+
+    register("site", "shop", "environments.web.sites.shop:ShopSite")
+    register("site", "forum", "environments.web.sites.forum:ForumSite")
 
     register("graph", "solver", "agents.graphs.solver:build_solver_graph")
 
@@ -30,3 +37,4 @@ def register_all() -> None:
 
     register("policy", "code:reference", "environments.code.policies:ReferencePolicy")
     register("policy", "code:mutant", "environments.code.policies:MutantPolicy")
+    register("policy", "web:reference", "environments.web.policies:ReferencePolicy")

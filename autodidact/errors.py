@@ -47,3 +47,7 @@ class NothingToTrainError(AutodidactError, ValueError):
 
 class SandboxUnavailableError(AutodidactError, RuntimeError):
     """No safe way to run untrusted code here (bubblewrap missing) and unsafe mode was not chosen."""
+
+
+class BrowserUnavailableError(AutodidactError, RuntimeError):
+    """Playwright or a Chromium to drive is missing, or the browser cannot start."""

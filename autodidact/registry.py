@@ -1,10 +1,11 @@
 """Lazy registry: ids map to ``"module:attr"`` strings imported only when made.
 
 Kinds: ``environment``, ``suite``, ``role``, ``graph``, ``model``, ``sandbox``, ``trainer``,
-``store``. Built-ins are declared in :mod:`autodidact.builtins`; third-party packages add
-theirs through the ``autodidact.plugins`` entry-point group, whose entry points are
-callables run once (they call :func:`register`). Nothing heavy (torch, Playwright, vLLM,
-Docker) is imported until :func:`make` or :func:`load` is asked for an id that needs it.
+``store``, ``policy`` (scripted policies), ``site`` (bundled websites). Built-ins are declared
+in :mod:`autodidact.builtins`; third-party packages add theirs through the
+``autodidact.plugins`` entry-point group, whose entry points are callables run once (they
+call :func:`register`). Nothing heavy (torch, Playwright, vLLM, Docker) is imported until
+:func:`make` or :func:`load` is asked for an id that needs it.
 
 Example:
     >>> register("environment", "echo-v0", "examples.echo_env:EchoEnvironment", steps=3)
@@ -20,7 +21,7 @@ from typing import Any
 
 from autodidact.errors import ConfigError, NotRegisteredError
 
-KINDS = ("environment", "suite", "role", "graph", "model", "sandbox", "trainer", "store", "policy")
+KINDS = ("environment", "suite", "role", "graph", "model", "sandbox", "trainer", "store", "policy", "site")
 
 
 @dataclass(frozen=True)

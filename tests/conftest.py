@@ -31,6 +31,18 @@ async def _stop_sandbox_workers() -> AsyncIterator[None]:
     await ProcessSandbox.close_all()
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def _stop_browsers() -> AsyncIterator[None]:
+    """The shared Chromium started by any web test stops with the session's event loop."""
+    yield
+    import sys
+
+    if "environments.web.browser" in sys.modules:
+        from environments.web.browser import close_browsers
+
+        await close_browsers()
+
+
 @pytest.fixture(scope="session")
 def embedded_model():  # type: ignore[no-untyped-def]
     """The real embedded SmolLM2-135M-Instruct on CPU, loaded once (TransformersChatModel)."""

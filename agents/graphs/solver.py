@@ -57,7 +57,8 @@ class SolverState(TypedDict, total=False):
 
 async def reset(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
     obs = await runtime.context.env.reset(state["task"], seed=runtime.context.seed)
-    return {"observation": obs, "messages": solver.initial_messages(obs), "steps": [], "done": False, "error": None}
+    messages = solver.initial_messages(obs, runtime.context.env.id)
+    return {"observation": obs, "messages": messages, "steps": [], "done": False, "error": None}
 
 
 async def solve(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
@@ -78,7 +79,7 @@ async def solve(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str
     if completion.finish_reason == "error":
         step = step.model_copy(update={"error": f"model: {completion.error}", "truncated": True})
         return {"steps": [step], "pending": None, "done": True, "error": step.error}
-    parsed = solver.parse_code_action(completion.text)
+    parsed = solver.parse_action(completion.text, ctx.env.id)
     error = f"parse: {parsed.error}" if parsed.error else None
     return {"pending": step.model_copy(update={"action": parsed.action, "error": error})}
 
@@ -99,10 +100,8 @@ async def act(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, 
     done = step.terminated or step.truncated
     update: dict[str, Any] = {"steps": [step], "pending": None, "done": done, "observation": result.observation}
     if not done:
-        update["messages"] = [
-            *state["messages"],
-            *solver.feedback_messages(pending.completion or "", result.observation),
-        ]
+        completions = [s.completion or "" for s in [*state["steps"], step]]
+        update["messages"] = solver.next_messages(state["messages"], completions, result.observation, ctx.env.id)
     return update
 
 

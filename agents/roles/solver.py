@@ -1,9 +1,17 @@
-"""The solver role for code tasks: its prompt, and the parser that turns its answer into an action.
+"""The solver role: its prompts, and the parsers that turn its answer into an action.
 
-The prompt is kept as a file (``prompts/solver_code.txt``). The parser is tolerant: it takes
-the first fenced code block (closed or not — generation may stop at the closing fence),
-else the whole answer when it looks like Python. When nothing usable is found the action is
-empty and :class:`ParsedAction` carries the reason, which the trajectory records.
+There is one prompt per environment, kept as a file (``prompts/solver_<env>.txt``).
+
+- ``code``: the parser is tolerant: it takes the first fenced code block (closed or not —
+  generation may stop at the closing fence), else the whole answer when it looks like Python.
+  Further attempts see the whole conversation (answer, feedback, answer…).
+- ``web``: the parser reads one action call (:func:`environments.web.actions.parse_action`);
+  an answer that does not parse is passed on as text, and the environment shows the error.
+  Each turn sees the goal, its own previous actions and the current page only (pages are
+  long; a small model's context is not).
+
+When nothing usable is found :class:`ParsedAction` carries the reason, which the trajectory
+records.
 
 Example:
     >>> parse_code_action("Sure:\\n```python\\ndef f():\\n    return 1\\n```").action.text
@@ -25,20 +33,31 @@ _PYTHONISH = re.compile(r"^\s*(def |class |import |from |async def |@)", re.MULT
 
 
 @cache
-def system_prompt() -> str:
-    """The solver's system prompt for code tasks."""
-    return (Path(__file__).parent / "prompts" / "solver_code.txt").read_text().strip()
+def system_prompt(env_id: str = "code") -> str:
+    """The solver's system prompt for an environment (``code`` or ``web``)."""
+    path = Path(__file__).parent / "prompts" / f"solver_{env_id}.txt"
+    if not path.is_file():
+        path = Path(__file__).parent / "prompts" / "solver_code.txt"
+    return path.read_text().strip()
 
 
-def initial_messages(observation: Observation) -> list[Message]:
+def initial_messages(observation: Observation, env_id: str = "code") -> list[Message]:
     """The conversation that opens an episode: the system prompt and the task."""
-    return [Message(role="system", content=system_prompt()), Message(role="user", content=observation.text)]
+    return [Message(role="system", content=system_prompt(env_id)), Message(role="user", content=observation.text)]
 
 
-def feedback_messages(completion: str, observation: Observation) -> list[Message]:
-    """What a further attempt adds: the previous answer and the environment's feedback."""
+def next_messages(
+    messages: list[Message], completions: list[str], observation: Observation, env_id: str = "code"
+) -> list[Message]:
+    """The conversation for the next turn: ``completions`` are the episode's answers so far,
+    the last of which led to ``observation``."""
+    if env_id == "web":
+        history = "\n".join(f"{i}. {c.strip()}" for i, c in enumerate(completions, 1))
+        prompt = f"{observation.text}\n\nYour previous actions:\n{history}\nNext action:"
+        return [messages[0], Message(role="user", content=prompt)]
     return [
-        Message(role="assistant", content=completion),
+        *messages,
+        Message(role="assistant", content=completions[-1]),
         Message(
             role="user", content=observation.text + "\nFix the function and reply with the whole corrected code block."
         ),
@@ -51,6 +70,19 @@ class ParsedAction:
 
     action: Action
     error: str | None = None
+
+
+def parse_action(text: str, env_id: str = "code") -> ParsedAction:
+    """Parse a model answer into the action for ``env_id``'s environment."""
+    if env_id == "web":
+        from environments.web.actions import ActionError
+        from environments.web.actions import parse_action as parse_web
+
+        try:
+            return ParsedAction(parse_web(text))
+        except ActionError as e:
+            return ParsedAction(Action(kind="text", text=text), error=str(e))
+    return parse_code_action(text)
 
 
 def parse_code_action(text: str) -> ParsedAction:

@@ -1,0 +1,289 @@
+"""The web environment: Playwright + Chromium, one isolated browser context per episode.
+
+A task's payload says what the episode runs on:
+
+- ``{"kind": "miniwob", "name": "click-test"}``: a MiniWoB++ task from the ``miniwob`` wheel,
+  served on 127.0.0.1, started with the episode's seed and scored by the page itself
+  (:mod:`environments.web.miniwob`);
+- ``{"kind": "site", "site": "shop", ...}``: a bundled site (:mod:`environments.web.sites`)
+  with a fresh per-episode state; the site's judge scores it after every step.
+
+Observations (:class:`~autodidact.types.Observation`) carry the goal, URL, title and the
+accessibility tree with a ref per element (:mod:`environments.web.observe`), cut to
+``budget`` characters; ``data`` has ``url``, ``title``, ``goal``, ``refs`` and, when
+``screenshot=True``, a base64 PNG. Actions are typed (:mod:`environments.web.actions`);
+an action whose ``kind`` is not one of them is parsed from its ``text`` (model output).
+A bad action — unparseable, an unknown ref, an element that cannot be clicked — yields an
+observation that says what was wrong and shows the page again; it never ends the episode.
+``answer(text)`` and ``stop()`` end it; ``max_steps`` actions truncate it.
+
+Only the episode's own origin (and ``allow``) is reachable (:mod:`environments.web.safety`).
+
+Example:
+    >>> env = WebEnvironment()
+    >>> obs = await env.reset(load_suite("miniwob")[0], seed=1)  # doctest: +SKIP
+    >>> (await env.step(make_action("click", "e5"))).reward  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+from typing import Any
+
+from autodidact import registry
+from autodidact.errors import TaskDataError
+from autodidact.types import Action, Observation, Task
+from environments.base import StepResult
+from environments.web import browser as browsers
+from environments.web.actions import REF, SIGNATURES, ActionError, check_action, parse_action
+from environments.web.observe import Rendered, elements, render
+from environments.web.safety import check_url
+
+ACTION_TIMEOUT_MS = 3000
+
+
+class WebEnvironment:
+    """Web tasks in Chromium (see the module docstring).
+
+    Args:
+        max_steps: actions per episode before it is truncated.
+        budget: characters of accessibility tree per observation.
+        screenshot: add a base64 PNG of the viewport to every observation's ``data``.
+        allow: extra origins the episode may reach (its own is always allowed).
+        action_timeout_ms: how long an action waits for its element to be actionable.
+        miniwob_episode_ms: MiniWoB's own episode clock (its pages end an episode after it).
+    """
+
+    id = "web"
+
+    def __init__(
+        self,
+        *,
+        max_steps: int = 30,
+        max_attempts: int | None = None,
+        budget: int = 6000,
+        screenshot: bool = False,
+        allow: tuple[str, ...] | list[str] = (),
+        action_timeout_ms: int = ACTION_TIMEOUT_MS,
+        miniwob_episode_ms: int = 600_000,
+    ) -> None:
+        self.max_steps = max_steps
+        self.budget = budget
+        self.screenshot = screenshot
+        self.allow = list(allow)
+        self.action_timeout_ms = action_timeout_ms
+        self.miniwob_episode_ms = miniwob_episode_ms
+        del max_attempts  # the rollout passes its per-episode budget to every environment; steps bound web episodes
+        self._context: Any = None
+        self._page: Any = None
+        self._task: Task | None = None
+        self._backend: Any = None
+        self._steps = 0
+        self._refs: frozenset[str] = frozenset()
+        self._tree = ""
+        self._goal = ""
+
+    async def reset(self, task: Task, *, seed: int | None = None) -> Observation:
+        """Open a fresh context, start the task, and observe."""
+        await self.close()
+        kind = task.payload.get("kind")
+        if kind == "miniwob":
+            from environments.web.miniwob import MiniWoBBackend
+
+            self._backend = MiniWoBBackend(self.miniwob_episode_ms)
+        elif kind == "site":
+            self._backend = _SiteBackend(task)
+        else:
+            raise TaskDataError(f"task {task.id!r} is not a web task: payload kind must be 'miniwob' or 'site'")
+        self._task, self._steps = task, 0
+        origin = self._backend.origin()
+        self._context, self._page = await browsers.open_page(allow=[origin, *self.allow])
+        self._context.set_default_timeout(self.action_timeout_ms)
+        self._context.set_default_navigation_timeout(30_000)
+        self._goal = await self._backend.start(self._context, self._page, task, seed)
+        return await self._observe()
+
+    async def step(self, action: Action) -> StepResult:
+        """Apply one action (typed, or parsed from ``action.text``) and observe."""
+        if self._task is None or self._backend is None:
+            raise RuntimeError("step() before reset()")
+        self._steps += 1
+        error: str | None = None
+        answer: str | None = None
+        stopped = False
+        try:
+            action = check_action(action) if action.kind in SIGNATURES else parse_action(action.text)
+            if action.kind == "answer":
+                answer = str(action.args["text"])
+            elif action.kind == "stop":
+                stopped = True
+            else:
+                await self._apply(action)
+        except ActionError as e:
+            error = str(e)
+        except Exception as e:  # Playwright: element detached, not visible, navigation failed…
+            error = _playwright_error(e)
+        try:
+            reward, terminated, info = await self._backend.judge(self._page, self._task, answer, stopped)
+        except Exception as e:  # the page went away: the episode ends, recorded
+            reward, terminated, info = 0.0, True, {"error": f"judge failed: {_playwright_error(e)}"}
+        info["kind"] = action.kind
+        if error:
+            info["error"] = error
+        obs = await self._observe(error)
+        truncated = not terminated and self._steps >= self.max_steps
+        return StepResult(obs, reward, terminated=terminated, truncated=truncated, info=info)
+
+    async def close(self) -> None:
+        """Close the episode's context (and forget its site state)."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        if self._context is not None:
+            context, self._context, self._page = self._context, None, None
+            await browsers.close_context(context)
+        self._task = None
+
+    # -- actions -----------------------------------------------------------------------------
+
+    async def _apply(self, action: Action) -> None:
+        page, a = self._page, action.args
+        if "ref" in a:
+            loc = page.locator(f"aria-ref={self._resolve(str(a['ref']))}")
+        kind = action.kind
+        if kind == "click":
+            await loc.click()
+        elif kind == "type":
+            await loc.fill(str(a["text"]))
+            if a.get("submit"):
+                await loc.press("Enter")
+        elif kind == "select":
+            option = str(a["option"])
+            try:
+                await loc.select_option(label=option)
+            except Exception:
+                await loc.select_option(value=option)
+        elif kind == "check":
+            await loc.set_checked(bool(a.get("checked", True)))
+        elif kind == "press":
+            await page.keyboard.press(str(a["key"]))
+        elif kind == "scroll":
+            await page.mouse.wheel(0, 600 if str(a["direction"]).lower() == "down" else -600)
+        elif kind == "goto":
+            url = str(a["url"])
+            if url.startswith("/"):
+                url = self._backend.origin() + url  # type: ignore[union-attr]
+            why = check_url(url, [self._backend.origin(), *self.allow])  # type: ignore[union-attr]
+            if why:
+                raise ActionError(why)
+            await page.goto(url)
+        elif kind == "back":
+            await page.go_back()
+        await page.wait_for_load_state("domcontentloaded")
+        for other in self._context.pages:  # popups: the guard closes them too, but asynchronously
+            if other is not page:
+                await other.close()
+
+    def _resolve(self, ref: str) -> str:
+        """A ref of the current page: ``e12`` as shown, or an element's name (exact, then any case)."""
+        ref = ref.strip("[] ")
+        if REF.match(ref):
+            if ref not in self._refs:
+                raise ActionError(f"unknown ref {ref!r}: use one of the refs shown in brackets on the current page")
+            return ref
+        named = elements(self._tree)
+        for match in (lambda n: n == ref, lambda n: n.strip().lower() == ref.strip().lower()):
+            hits = [r for r, _, n, _ in named if match(n)]
+            if hits:
+                return hits[0]
+        raise ActionError(f"no element named {ref!r} on this page: use a ref shown in brackets, like e12")
+
+    async def _observe(self, error: str | None = None) -> Observation:
+        page = self._page
+        assert self._backend is not None
+        try:
+            snap = await self._backend.root(page).aria_snapshot(mode="ai")
+            url, title = page.url, await page.title()
+        except Exception as e:
+            snap, url, title = "", getattr(page, "url", ""), ""
+            error = (error + "; " if error else "") + f"the page could not be read: {_playwright_error(e)}"
+        full = render(snap)
+        self._refs, self._tree = full.refs, full.text
+        shown: Rendered = render(snap, self.budget) if len(full.text) > self.budget else full
+        head = f"Goal: {self._goal}\nURL: {url}\nTitle: {title}\n"
+        text = (f"Error: {error}\n" if error else "") + head + "\n" + shown.text
+        data: dict[str, Any] = {"url": url, "title": title, "goal": self._goal, "cut": shown.cut}
+        if error:
+            data["error"] = error
+        if self.screenshot:
+            data["screenshot"] = base64.b64encode(await page.screenshot(type="png")).decode()
+        return Observation(text=text, data=data)
+
+
+def _playwright_error(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "Timeout" in type(e).__name__ or "Timeout" in first:
+        return f"the element did not become actionable in time ({first})"
+    return first[:300]
+
+
+class _Backend:
+    """What differs between MiniWoB and bundled sites: origin, start, root element, judge."""
+
+    def origin(self) -> str:
+        raise NotImplementedError
+
+    async def start(self, context: Any, page: Any, task: Task, seed: int | None) -> str:
+        raise NotImplementedError
+
+    def root(self, page: Any) -> Any:
+        return page.locator("body")
+
+    async def judge(
+        self, page: Any, task: Task, answer: str | None, stopped: bool
+    ) -> tuple[float, bool, dict[str, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@functools.cache
+def site(name: str) -> Any:
+    """The registered site ``name`` (one instance per process)."""
+    return registry.make("site", name)
+
+
+class _SiteBackend(_Backend):
+    def __init__(self, task: Task) -> None:
+        from environments.web.sites.base import site_server
+
+        self.server = site_server()
+        self.site = site(str(task.payload.get("site")))
+        self.token: str | None = None
+
+    def origin(self) -> str:
+        return self.server.origin
+
+    async def start(self, context: Any, page: Any, task: Task, seed: int | None) -> str:
+        from environments.web.sites.base import COOKIE
+
+        self.token = self.server.open(self.site, self.site.new_state(task))
+        await context.add_cookies([{"name": COOKIE, "value": self.token, "url": self.server.origin}])
+        await page.goto(f"{self.server.origin}/{self.site.name}{task.payload.get('start', '/')}")
+        return task.prompt
+
+    async def judge(
+        self, page: Any, task: Task, answer: str | None, stopped: bool
+    ) -> tuple[float, bool, dict[str, Any]]:
+        assert self.token is not None
+        verdict = await asyncio.to_thread(self.server.judge, self.token, task, answer, stopped)
+        done = verdict.done or stopped or answer is not None
+        info = {"success": verdict.success, "detail": verdict.detail}
+        return (verdict.reward if done else 0.0), done, info
+
+    def close(self) -> None:
+        if self.token is not None:
+            self.server.close(self.token)

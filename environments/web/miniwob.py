@@ -1,0 +1,125 @@
+"""MiniWoB++ (130 tasks) from the ``miniwob`` wheel, served on 127.0.0.1 and scored by its pages.
+
+The wheel (``pip install --no-deps miniwob==1.1.0``; only its ``html/`` is used, MIT) is
+served read-only by a threaded static server on loopback (``flight.*`` tasks need http).
+An episode loads ``/miniwob/<task>.html`` in its own context, runs ``Math.seedrandom(seed);
+core.EPISODE_MAX_TIME = ms; core.startEpisodeReal()``, waits for ``WOB_TASK_READY`` and
+reads the goal from ``core.getUtterance()``. After every action the page's own score is
+read: ``WOB_DONE_GLOBAL`` ends the episode, the reward is ``WOB_RAW_REWARD_GLOBAL``
+(−1..1; success when > 0; the time-discounted ``WOB_REWARD_GLOBAL`` is in ``info``).
+Observations show the task area (``#wrap``: the goal and the widgets), not the score panel.
+
+Example:
+    >>> tasks = miniwob_suite()  # doctest: +SKIP
+    >>> len(tasks)  # doctest: +SKIP
+    130
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+from autodidact.errors import TaskDataError
+from autodidact.types import Task
+from environments.tasks import stable_split
+
+
+def html_root() -> Path:
+    """The ``html/`` folder of the installed ``miniwob`` wheel."""
+    spec = importlib.util.find_spec("miniwob")  # locates the package without importing it (gymnasium)
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskDataError("MiniWoB++ needs its wheel: pip install --no-deps miniwob==1.1.0")
+    root = Path(next(iter(spec.submodule_search_locations))) / "html"
+    if not (root / "miniwob").is_dir():
+        raise TaskDataError(f"the miniwob wheel at {root.parent} has no html/miniwob folder")
+    return root
+
+
+def task_names() -> list[str]:
+    """Every MiniWoB++ task name, sorted (130 in miniwob 1.1.0)."""
+    return sorted(p.stem for p in (html_root() / "miniwob").glob("*.html"))
+
+
+def miniwob_suite() -> list[Task]:
+    """One task per MiniWoB++ page; the goal is drawn by the page from the episode's seed."""
+    return [
+        Task(
+            id=f"miniwob/{name}",
+            suite="miniwob",
+            prompt=f"MiniWoB++ task {name}: the goal is shown on the page when the episode starts.",
+            split=stable_split(f"miniwob/{name}"),
+            payload={"kind": "miniwob", "name": name},
+        )
+        for name in task_names()
+    ]
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+_SERVER: tuple[str, http.server.ThreadingHTTPServer] | None = None
+_LOCK = threading.Lock()
+
+
+def origin() -> str:
+    """``http://127.0.0.1:<port>`` of this process's MiniWoB++ file server (started on first use)."""
+    global _SERVER
+    with _LOCK:
+        if _SERVER is None:
+            handler = functools.partial(_Quiet, directory=str(html_root()))
+            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            httpd.daemon_threads = True
+            threading.Thread(target=httpd.serve_forever, name="autodidact-miniwob", daemon=True).start()
+            _SERVER = (f"http://127.0.0.1:{httpd.server_address[1]}", httpd)
+        return _SERVER[0]
+
+
+_START = """([seed, ms]) => { Math.seedrandom(seed); core.EPISODE_MAX_TIME = ms; core.startEpisodeReal(); }"""
+_UTTERANCE = """() => { const u = core.getUtterance(); return typeof u === 'string' ? u : JSON.stringify(u); }"""
+_SCORE = "() => [!!window.WOB_DONE_GLOBAL, window.WOB_RAW_REWARD_GLOBAL || 0, window.WOB_REWARD_GLOBAL || 0]"
+
+
+class MiniWoBBackend:
+    """Starts and scores MiniWoB++ episodes for :class:`~environments.web.env.WebEnvironment`."""
+
+    def __init__(self, episode_ms: int) -> None:
+        self.episode_ms = episode_ms
+
+    def origin(self) -> str:
+        return origin()
+
+    async def start(self, context: Any, page: Any, task: Task, seed: int | None) -> str:
+        name = task.payload.get("name")
+        if not name or not (html_root() / "miniwob" / f"{name}.html").is_file():
+            raise TaskDataError(f"task {task.id!r}: no MiniWoB++ task named {name!r}")
+        if seed is None:
+            seed = int(task.payload.get("seed", 0))
+        await page.goto(f"{origin()}/miniwob/{name}.html")
+        # The page's own onload shows its start screen (core.startEpisode); starting before it
+        # ran would leave the episode without its timer, and a later onload would cover it.
+        await page.wait_for_function("() => window.core && core.cover_div", timeout=10_000)
+        await page.evaluate(_START, [seed, self.episode_ms])
+        await page.wait_for_function("() => window.WOB_TASK_READY === true", timeout=10_000)
+        return str(await page.evaluate(_UTTERANCE))
+
+    def root(self, page: Any) -> Any:
+        return page.locator("#wrap")
+
+    async def judge(
+        self, page: Any, task: Task, answer: str | None, stopped: bool
+    ) -> tuple[float, bool, dict[str, Any]]:
+        done, raw, discounted = await page.evaluate(_SCORE)
+        info = {"raw_reward": float(raw), "time_discounted_reward": float(discounted), "success": done and raw > 0}
+        if done:
+            return float(raw), True, info
+        return 0.0, stopped or answer is not None, info
+
+    def close(self) -> None:
+        pass

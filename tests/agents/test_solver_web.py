@@ -1,0 +1,60 @@
+"""The solver graph drives the web environment: prompts, action parsing and multi-step episodes."""
+
+from __future__ import annotations
+
+from agents.graphs.solver import build_solver_graph
+from agents.roles.solver import parse_action, system_prompt
+from agents.rollout import RunConfig, run_episode, run_rollout
+from environments.tasks import load_suite
+from memory.base import open_store
+from tests.agents.test_solver_graph import ScriptedModel
+
+
+def _task(name: str):  # type: ignore[no-untyped-def]
+    [task] = [t for t in load_suite("miniwob") if t.payload["name"] == name]
+    return task
+
+
+def test_web_answers_parse_to_actions_or_record_why_not() -> None:
+    ok = parse_action('type(e6, "Myron")', "web")
+    assert ok.error is None and ok.action.kind == "type" and ok.action.args["text"] == "Myron"
+    bad = parse_action("The goal is to click.", "web")
+    assert bad.error and "no action found" in bad.error and bad.action.text == "The goal is to click."
+    assert "click(e12)" in system_prompt("web") and "```python" in system_prompt("code")
+
+
+def test_web_runs_default_to_many_short_steps() -> None:
+    cfg = RunConfig(env="web", sampling={"temperature": 0.5})  # type: ignore[arg-type]
+    assert cfg.suite == "miniwob" and cfg.max_steps == 15
+    assert cfg.sampling.temperature == 0.5 and cfg.sampling.max_tokens == 64
+    assert RunConfig().max_steps == 1 and RunConfig().suite == "bundled"
+
+
+async def test_a_multi_step_web_episode_is_recorded_step_by_step() -> None:
+    # enter-text: a bad answer, then type by name, then click Submit by name.
+    model = ScriptedModel(["I would type the name.", 'type("textbox", "x")', 'click("Submit")'])
+    traj = await run_episode(_task("enter-text"), RunConfig(env="web", max_steps=5), model, build_solver_graph(), "run")
+    assert [s.role for s in traj.steps] == ["solver"] * 3
+    first, second, third = traj.steps
+    assert first.error and first.error.startswith("parse:") and "Error: no action found" in first.observation.text
+    assert "no element named 'textbox'" in (second.observation.text if second.observation else "")
+    assert third.terminated and traj.reward == -1.0 and not traj.success  # submitted an empty field
+    # each turn sees the goal, its previous actions and the current page only
+    last_prompt = model.seen[-1]
+    assert [m.role for m in last_prompt] == ["system", "user"]
+    assert "Your previous actions:\n1. I would type the name.\n2. type(" in last_prompt[-1].content
+
+
+async def test_rollout_over_miniwob_stores_successful_episodes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = ScriptedModel(['click("Click Me!")'])
+    with open_store(str(tmp_path / "s.db")) as store:
+        result = await run_rollout(
+            RunConfig(env="web", suite="miniwob", samples_per_task=2, concurrency=2),
+            model,
+            store,
+            tasks=[_task("click-test")],
+            progress=False,
+        )
+        stored = store.query()
+    assert [t.success for t in result.trajectories] == [True, True]
+    assert len(stored) == 2 and all(t.env_id == "web" and t.steps[-1].reward == 1.0 for t in stored)

@@ -1,0 +1,319 @@
+"""The web environment's core: actions, observations, safety and MiniWoB++, in a real Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from autodidact import registry
+from autodidact.errors import TaskDataError
+from autodidact.types import Action, Task
+from environments.evaluate import evaluate
+from environments.tasks import load_suite
+from environments.web.actions import ActionError, make_action, parse_action
+from environments.web.env import WebEnvironment
+from environments.web.observe import find, render
+from environments.web.policies import MINIWOB, ReferencePolicy
+from environments.web.safety import check_url
+from environments.web.sites.base import Request, Response, Verdict, page
+
+# -- actions and observations (no browser) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "args"),
+    [
+        ("click(e12)", "click", {"ref": "e12"}),
+        (
+            'Thought: search first.\ntype(e7, "red (big) shoes", submit=True)',
+            "type",
+            {"ref": "e7", "text": "red (big) shoes", "submit": True},
+        ),
+        ('```\nselect(e3, "Large")\n```', "select", {"ref": "e3", "option": "Large"}),
+        ("check(e4, checked=False)", "check", {"ref": "e4", "checked": False}),
+        ("click [e5]", "click", {"ref": "e5"}),
+        ('I will click the "OK" button', "click", {"ref": "OK"}),
+        ("scroll(down)", "scroll", {"direction": "down"}),
+        ('answer("42")', "answer", {"text": "42"}),
+        ("stop()", "stop", {}),
+    ],
+)
+def test_parse_action_reads_each_form(text: str, kind: str, args: dict[str, Any]) -> None:
+    action = parse_action(text)
+    assert (action.kind, action.args) == (kind, args)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("I am not sure what to do.", "no action found"),
+        ("type(e1)", "type needs text"),
+        ("click(e1, e2)", "click takes 1 argument"),
+        ("scroll(sideways)", "scroll takes 'up' or 'down'"),
+        ('type(e1, "unclosed)', "no action found"),
+    ],
+)
+def test_parse_action_names_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ActionError, match=message):
+        parse_action(text)
+
+
+def test_render_keeps_refs_of_elements_and_drops_bare_containers() -> None:
+    snap = (
+        "- generic [ref=e1]:\n"
+        '  - heading "Cart" [level=1] [ref=e2]\n'
+        "  - generic [ref=e3]:\n"
+        '    - checkbox "Gift wrap" [checked] [ref=e4]\n'
+        '    - textbox "Name" [ref=e5]: Ada\n'
+        "    - text: Total $3.00\n"
+    )
+    r = render(snap)
+    assert r.text.splitlines() == [
+        '[e2] heading "Cart"',
+        '[e4] checkbox "Gift wrap" checked',
+        '[e5] textbox "Name" value="Ada"',
+        "Total $3.00",
+    ]
+    assert r.refs == {"e2", "e4", "e5"} and not r.cut
+
+
+def test_render_cuts_to_budget_with_a_marker() -> None:
+    snap = "\n".join(f'- link "Item {i}" [ref=e{i}]' for i in range(200))
+    r = render(snap, budget=500)
+    assert r.cut and len(r.text) < 600
+    assert r.text.splitlines()[-1].startswith("… [cut: ")
+    assert "e0" in r.refs and "e199" not in r.refs
+
+
+def test_check_url_allows_only_listed_origins_and_never_files() -> None:
+    allow = ["http://127.0.0.1:8000"]
+    assert check_url("http://127.0.0.1:8000/shop/cart", allow) is None
+    assert "not an allowed origin" in str(check_url("http://127.0.0.1:8001/", allow))
+    assert "not an allowed origin" in str(check_url("https://example.com/", allow))
+    assert "file://" in str(check_url("file:///etc/passwd", allow))
+    assert "only http(s)" in str(check_url("javascript:alert(1)", allow))
+
+
+# -- a tiny site for safety tests --------------------------------------------------------------
+
+
+class _Outside:
+    """A second origin on loopback that counts the requests reaching it."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        owner = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(b"secret")
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+OUTSIDE: _Outside | None = None
+
+
+class LabSite:
+    """Pages that try to leave the allowlist, open popups, download files, or are very long."""
+
+    name = "lab"
+
+    def new_state(self, task: Task) -> dict[str, Any]:
+        return {}
+
+    def handle(self, request: Request, state: Any) -> Response:
+        assert OUTSIDE is not None
+        if request.path == "/fetch":
+            script = (
+                f"<script>fetch({OUTSIDE.url!r}).then(r => r.text()).then(t => document.getElementById('out')"
+                ".textContent = 'got ' + t).catch(() => document.getElementById('out').textContent = 'blocked')"
+                "</script>"
+            )
+            return Response(
+                page("Fetch", f"<p id=out>waiting</p><img src='{OUTSIDE.url}x.png' alt=''>{script}", site="lab")
+            )
+        if request.path == "/popup":
+            body = "<a href='/lab/long' target=_blank>Open long</a><button onclick=\"window.open('/lab/long')\">Pop</button>"
+            return Response(page("Popup", body, site="lab"))
+        if request.path == "/download":
+            return Response("data", content_type="application/octet-stream")
+        if request.path == "/long":
+            links = "".join(f"<p><a href='/lab/long?i={i}'>Item number {i}</a></p>" for i in range(400))
+            return Response(page("Long", links, site="lab"))
+        body = "<a href='/lab/download' download>Get file</a><a href='/lab/long'>Long page</a>"
+        return Response(page("Lab", body, site="lab"))
+
+    def judge(self, task: Task, state: Any, answer: str | None, stopped: bool) -> Verdict:
+        return Verdict(1.0 if answer == "done" else 0.0, answer == "done", False)
+
+    def tasks(self) -> list[Task]:
+        return []
+
+    def reference_action(self, task: Task, observation: Any) -> Action:
+        return make_action("stop")
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[_Outside]:
+    global OUTSIDE
+    OUTSIDE = _Outside()
+    registry.register("site", "lab", f"{__name__}:LabSite")
+    yield OUTSIDE
+    OUTSIDE.httpd.shutdown()
+
+
+def lab_task(start: str = "/") -> Task:
+    return Task(id="lab/1", suite="lab", prompt="Explore.", payload={"kind": "site", "site": "lab", "start": start})
+
+
+async def test_requests_to_other_origins_are_blocked(outside: _Outside) -> None:
+    env = WebEnvironment()
+    try:
+        await env.reset(lab_task("/fetch"))
+        await asyncio.sleep(0.3)
+        result = await env.step(make_action("scroll", "down"))
+        assert "blocked" in result.observation.text and "got secret" not in result.observation.text
+        assert outside.hits == 0  # neither the fetch nor the <img> left the browser
+        result = await env.step(make_action("goto", outside.url))
+        assert "not an allowed origin" in result.observation.text and outside.hits == 0
+        result = await env.step(make_action("goto", "file:///etc/passwd"))
+        assert "file:// URLs are not allowed" in result.observation.text
+        assert "root:" not in result.observation.text
+    finally:
+        await env.close()
+
+
+async def test_popups_are_closed_and_downloads_refused(outside: _Outside) -> None:
+    env = WebEnvironment()
+    try:
+        obs = await env.reset(lab_task("/popup"))
+        for name in ("Open long", "Pop"):
+            await env.step(make_action("click", find(obs, "link", name) or find(obs, "button", name)))
+            await asyncio.sleep(0.2)
+            assert len(env._context.pages) == 1  # the popup was closed, the episode page remains
+        obs = await env.step(make_action("goto", "/lab/"))
+        downloads: list[Any] = []
+        env._page.on("download", lambda d: downloads.append(d))
+        await env.step(make_action("click", find(obs.observation, "link", "Get file")))
+        await asyncio.sleep(0.3)
+        for d in downloads:  # Playwright reports the attempt; with downloads off nothing is saved
+            assert await d.failure() is not None
+    finally:
+        await env.close()
+
+
+async def test_bad_actions_are_error_observations_not_crashes(outside: _Outside) -> None:
+    env = WebEnvironment(max_steps=5)
+    try:
+        obs = await env.reset(lab_task("/"))
+        assert "Goal: Explore." in obs.text and "URL: " in obs.text
+        for action, message in [
+            (make_action("click", "e999"), "unknown ref 'e999'"),
+            (make_action("click", "No such thing"), "no element named 'No such thing'"),
+            (Action(kind="text", text="what now?"), "no action found"),
+        ]:
+            result = await env.step(action)
+            assert result.observation.text.startswith("Error: ") and message in result.observation.text
+            assert result.info["error"] and not result.terminated
+            assert find(result.observation, "link", "Long page")  # the page is shown again
+        result = await env.step(make_action("click", "Long page"))  # a name works as a ref
+        assert "error" not in result.info and "Title: Long" in result.observation.text
+        result = await env.step(make_action("scroll", "down"))
+        assert result.truncated and not result.terminated  # max_steps=5
+    finally:
+        await env.close()
+
+
+async def test_long_pages_are_cut_and_screenshots_optional(outside: _Outside) -> None:
+    env = WebEnvironment(budget=1500, screenshot=True)
+    try:
+        obs = await env.reset(lab_task("/long"))
+        assert obs.data["cut"] and "… [cut: " in obs.text and len(obs.text) < 1800
+        assert obs.data["screenshot"][:8] == "iVBORw0K"  # a base64 PNG
+    finally:
+        await env.close()
+
+
+async def test_not_a_web_task_is_a_clear_error() -> None:
+    env = WebEnvironment()
+    with pytest.raises(TaskDataError, match="not a web task"):
+        await env.reset(Task(id="x", suite="x", prompt="p", payload={"entry_point": "f"}))
+
+
+# -- MiniWoB++ ----------------------------------------------------------------------------------
+
+
+def test_miniwob_suite_has_all_130_tasks() -> None:
+    tasks = load_suite("miniwob")
+    assert len(tasks) == 130 and len({t.id for t in tasks}) == 130
+    assert {t.split for t in tasks} == {"train", "test"}
+
+
+async def test_every_miniwob_task_resets_with_a_goal() -> None:
+    queue = list(load_suite("miniwob"))
+    goals: dict[str, str] = {}
+
+    async def worker() -> None:  # one environment per worker: each reset opens a fresh context
+        env = WebEnvironment()
+        try:
+            while queue:
+                task = queue.pop()
+                goals[task.id] = (await env.reset(task, seed=7)).data["goal"]
+        finally:
+            await env.close()
+
+    await asyncio.gather(*(worker() for _ in range(4)))
+    empty = [k for k, g in goals.items() if not g.strip()]
+    assert len(goals) == 130 and not empty
+
+
+async def test_scripted_policies_solve_miniwob_tasks_through_the_api() -> None:
+    tasks = [t for t in load_suite("miniwob") if t.payload["name"] in MINIWOB]
+    assert len(tasks) == 5
+    for seed in (1, 2):
+        seeded = [t.model_copy(update={"payload": {**t.payload, "seed": seed}}) for t in tasks]
+        outcomes = await evaluate("web", seeded, ReferencePolicy(), concurrency=5, progress=False)
+        assert [(o.task_id, o.reward) for o in outcomes] == [(t.id, 1.0) for t in seeded]
+
+
+async def test_a_wrong_miniwob_action_scores_below_zero() -> None:
+    [task] = [t for t in load_suite("miniwob") if t.payload["name"] == "click-button"]
+    env = WebEnvironment()
+    try:
+        obs = await env.reset(task, seed=3)
+        goal = obs.data["goal"]
+        from environments.web.observe import elements
+
+        wrong = [ref for ref, _, name, _ in elements(obs, "button") if f'"{name}"' not in goal]
+        result = await env.step(make_action("click", wrong[0]))
+        assert result.terminated and result.reward < 0 and not result.info["success"]
+    finally:
+        await env.close()
+
+
+async def test_seeds_make_miniwob_goals_reproducible() -> None:
+    [task] = [t for t in load_suite("miniwob") if t.payload["name"] == "enter-text"]
+    env = WebEnvironment()
+    try:
+        a = (await env.reset(task, seed=11)).data["goal"]
+        b = (await env.reset(task, seed=11)).data["goal"]
+        c = (await env.reset(task, seed=12)).data["goal"]
+    finally:
+        await env.close()
+    assert a == b and a != c
