@@ -156,7 +156,7 @@ def test_pages_escape_input_validate_forms_and_redirect_after_post() -> None:
 
 async def test_reference_policy_solves_held_out_tasks() -> None:
     tasks = [t for t in shop_suite() if t.split == "test"][:15]
-    outcomes = await evaluate("web", tasks, ReferencePolicy(), concurrency=8, max_steps=25, progress=False)
+    outcomes = await evaluate("web", tasks, ReferencePolicy(), concurrency=4, max_steps=25, progress=False)
     solved = sum(o.success for o in outcomes)
     print(f"\nshop reference policy: {solved}/{len(tasks)} held-out tasks solved")
     assert solved == len(tasks), [o.detail for o in outcomes if not o.success]
