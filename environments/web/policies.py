@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -44,7 +45,7 @@ def _login_user(obs: Observation, goal: str) -> Action:
     user, password = _quoted(goal)[:2]
     boxes = [(ref, rest) for ref, _, _, rest in elements(obs, "textbox")]
     for (ref, rest), value in zip(boxes, (user, password), strict=False):
-        if f"value={_json(value)}" not in rest:
+        if f"value={json.dumps(value, ensure_ascii=False)}" not in rest:
             return make_action("type", ref, value)
     return make_action("click", find(obs, "button", "Login"))
 
@@ -60,12 +61,6 @@ def _click_checkboxes(obs: Observation, goal: str) -> Action:
 
 def _click_test(obs: Observation, goal: str) -> Action:
     return make_action("click", find(obs, "button"))
-
-
-def _json(s: str) -> str:
-    import json
-
-    return json.dumps(s, ensure_ascii=False)
 
 
 MINIWOB: dict[str, Callable[[Observation, str], Action]] = {
