@@ -4,8 +4,8 @@
 launching it on first use: ``/usr/bin/chromium`` when present (or ``$AUTODIDACT_CHROMIUM``),
 otherwise the browser Playwright manages (``playwright install chromium``). Episodes open
 their own context (cookies, storage, cache: nothing shared) with :func:`open_page`, which
-also applies the origin allowlist (:mod:`environments.web.safety`) and keeps one spare
-context ready so a reset does not wait for one. A browser that crashed
+also applies the origin allowlist (:mod:`environments.web.safety`); :func:`prepare_spare`
+makes the next one in the background so a reset does not wait for it. A browser that crashed
 is relaunched on the next call. :func:`close_browsers` stops this loop's browser.
 
 Example:
@@ -101,42 +101,86 @@ async def _launch() -> _Browser:
 
 
 async def open_page(*, allow: list[str]) -> tuple[Any, Any]:
-    """A fresh isolated context and its page, limited to ``allow``; fast on the reset path.
+    """A fresh isolated context and its page, reaching only ``allow``.
 
-    Creating a context and a page costs a few hundred milliseconds, so one spare (never used
-    before, nothing loaded) is prepared in the background for the next call. The guard is
-    installed when the spare is taken, before anything is loaded in it.
+    Creating a context and a page and installing the guard costs a few hundred milliseconds, so
+    this takes the spare that :func:`prepare_spare` made in the background for the same
+    ``allow`` when there is one (never used, nothing loaded in it), and makes one otherwise.
     """
-    from environments.web.safety import guard_context
-
     loop = asyncio.get_running_loop()
     spare = _SPARES.pop(loop, None)
-    context = page = None
     if spare is not None:
-        try:
-            context, page = await spare
-            if not context.browser.is_connected():
-                context = page = None
-        except Exception:  # the spare failed (browser died): make one now
-            context = page = None
-    if context is None:
-        context, page = await _bare()
-    await guard_context(context, allow=allow)
-    _SPARES[loop] = loop.create_task(_bare())
-    return context, page
+        task, spare_allow = spare
+        if spare_allow == tuple(allow):
+            with contextlib.suppress(Exception):  # the spare failed (the browser died): make one now
+                context, page = await task
+                if context.browser.is_connected():
+                    return context, page
+        else:
+            task.add_done_callback(_close_spare)
+    return await _guarded(tuple(allow))
 
 
-async def _bare() -> tuple[Any, Any]:
+def prepare_spare(allow: list[str]) -> None:
+    """Start making the next :func:`open_page` context for ``allow`` in the background.
+
+    Call it once the current episode has started: made while a page is loading, the spare's
+    new renderer would compete with that page for the CPU.
+    """
+    loop = asyncio.get_running_loop()
+    if loop not in _SPARES:
+        _SPARES[loop] = (loop.create_task(_guarded(tuple(allow))), tuple(allow))
+
+
+async def _guarded(allow: tuple[str, ...]) -> tuple[Any, Any]:
+    from environments.web.safety import guard_context
+
     b = await browser()
     context = await b.new_context(viewport=VIEWPORT, accept_downloads=False, service_workers="block")
+    await guard_context(context, allow=list(allow))  # before anything is loaded in it
     return context, await context.new_page()
 
 
-_SPARES: dict[asyncio.AbstractEventLoop, asyncio.Task[tuple[Any, Any]]] = {}
+def _close_spare(task: asyncio.Task[tuple[Any, Any]]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        close_context(task.result()[0])
 
 
-async def close_context(context: Any) -> None:
-    """Close a context in the background: nothing waits for it."""
+_SPARES: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task[tuple[Any, Any]], tuple[str, ...]]] = {}
+
+
+def slots() -> int:
+    """How many pages may work at once in one browser: ``$AUTODIDACT_BROWSER_SLOTS``, else 2 per CPU."""
+    explicit = os.environ.get("AUTODIDACT_BROWSER_SLOTS", "").strip()
+    if explicit:
+        if not explicit.isdigit() or int(explicit) < 1:
+            raise ValueError(f"AUTODIDACT_BROWSER_SLOTS must be a positive integer, not {explicit!r}")
+        return int(explicit)
+    return 2 * (os.cpu_count() or 1)
+
+
+def slot() -> asyncio.Semaphore:
+    """This loop's turn-taking for page work (load, act, observe): ``async with slot(): ...``.
+
+    Every page of a browser shares its CPUs. With more episodes at once than the machine can
+    serve, unthrottled actions would all slow down together until they hit their timeouts;
+    queued here, each action runs at full speed once its turn comes, and timeouts count from
+    then. Episodes stay open meanwhile (the model's turn holds no slot).
+    """
+    loop = asyncio.get_running_loop()
+    gate = _SLOTS.get(loop)
+    if gate is None:
+        for dead in [k for k in _SLOTS if k.is_closed()]:
+            del _SLOTS[dead]
+        gate = _SLOTS[loop] = asyncio.Semaphore(slots())
+    return gate
+
+
+_SLOTS: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def close_context(context: Any) -> None:
+    """Close a context in the background (nothing waits for it; :func:`close_browsers` does)."""
     loop = asyncio.get_running_loop()
     task = loop.create_task(_close_quietly(context))
     _CLOSING.add(task)
@@ -156,9 +200,9 @@ async def close_browsers() -> None:
     loop = asyncio.get_running_loop()
     spare = _SPARES.pop(loop, None)
     if spare is not None:
-        spare.cancel()
+        spare[0].cancel()
         with contextlib.suppress(BaseException):
-            await spare
+            await spare[0]
     if _CLOSING:
         await asyncio.gather(*list(_CLOSING), return_exceptions=True)
     held = _BROWSERS.pop(loop, None)

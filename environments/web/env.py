@@ -98,18 +98,25 @@ class WebEnvironment:
         else:
             raise TaskDataError(f"task {task.id!r} is not a web task: payload kind must be 'miniwob' or 'site'")
         self._task, self._steps = task, 0
-        origin = self._backend.origin()
-        self._context, self._page = await browsers.open_page(allow=[origin, *self.allow])
-        self._context.set_default_timeout(self.action_timeout_ms)
-        self._context.set_default_navigation_timeout(30_000)
-        self._goal = await self._backend.start(self._context, self._page, task, seed)
-        return await self._observe()
+        allow = [self._backend.origin(), *self.allow]
+        async with browsers.slot():
+            self._context, self._page = await browsers.open_page(allow=allow)
+            self._context.set_default_timeout(self.action_timeout_ms)
+            self._context.set_default_navigation_timeout(30_000)
+            self._goal = await self._backend.start(self._context, self._page, task, seed)
+            obs = await self._observe()
+        browsers.prepare_spare(allow)  # the next reset's context, made while this episode is played
+        return obs
 
     async def step(self, action: Action) -> StepResult:
         """Apply one action (typed, or parsed from ``action.text``) and observe."""
         if self._task is None or self._backend is None:
             raise RuntimeError("step() before reset()")
         self._steps += 1
+        async with browsers.slot():
+            return await self._step(action)
+
+    async def _step(self, action: Action) -> StepResult:
         error: str | None = None
         answer: str | None = None
         stopped = False
@@ -143,7 +150,7 @@ class WebEnvironment:
             self._backend = None
         if self._context is not None:
             context, self._context, self._page = self._context, None, None
-            await browsers.close_context(context)
+            browsers.close_context(context)
         self._task = None
 
     # -- actions -----------------------------------------------------------------------------
@@ -204,8 +211,8 @@ class WebEnvironment:
         page = self._page
         assert self._backend is not None
         try:
-            snap = await self._backend.root(page).aria_snapshot(mode="ai")
-            url, title = page.url, await page.title()
+            snap, title = await asyncio.gather(self._backend.root(page).aria_snapshot(mode="ai"), page.title())
+            url = page.url
         except Exception as e:
             snap, url, title = "", getattr(page, "url", ""), ""
             error = (error + "; " if error else "") + f"the page could not be read: {_playwright_error(e)}"

@@ -27,6 +27,7 @@ from typing import Any
 from autodidact.errors import TaskDataError
 from autodidact.types import Task
 from environments.tasks import stable_split
+from environments.web.loopback import LoopbackServer, serve
 
 
 def html_root() -> Path:
@@ -64,7 +65,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-_SERVER: tuple[str, http.server.ThreadingHTTPServer] | None = None
+_SERVER: tuple[str, LoopbackServer] | None = None
 _LOCK = threading.Lock()
 
 
@@ -74,15 +75,27 @@ def origin() -> str:
     with _LOCK:
         if _SERVER is None:
             handler = functools.partial(_Quiet, directory=str(html_root()))
-            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-            httpd.daemon_threads = True
-            threading.Thread(target=httpd.serve_forever, name="autodidact-miniwob", daemon=True).start()
-            _SERVER = (f"http://127.0.0.1:{httpd.server_address[1]}", httpd)
+            _SERVER = serve(handler, "autodidact-miniwob")
         return _SERVER[0]
 
 
-_START = """([seed, ms]) => { Math.seedrandom(seed); core.EPISODE_MAX_TIME = ms; core.startEpisodeReal(); }"""
-_UTTERANCE = """() => { const u = core.getUtterance(); return typeof u === 'string' ? u : JSON.stringify(u); }"""
+# One round trip: wait for the page's own onload (it shows the start screen; starting before it
+# ran would leave the episode without its timer, and a later onload would cover it), seed and
+# start the episode, wait until the task says it is ready (some load data first), read the goal.
+_START = """async ([seed, ms, limit]) => {
+  const until = async (ok, what) => {
+    const end = Date.now() + limit;
+    while (!ok()) {
+      if (Date.now() > end) throw new Error(`MiniWoB++ page: ${what} not within ${limit} ms`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  await until(() => window.core && core.cover_div, "start screen");
+  Math.seedrandom(seed); core.EPISODE_MAX_TIME = ms; core.startEpisodeReal();
+  await until(() => window.WOB_TASK_READY === true, "WOB_TASK_READY");
+  const u = core.getUtterance();
+  return typeof u === 'string' ? u : JSON.stringify(u);
+}"""
 _SCORE = "() => [!!window.WOB_DONE_GLOBAL, window.WOB_RAW_REWARD_GLOBAL || 0, window.WOB_REWARD_GLOBAL || 0]"
 
 
@@ -102,12 +115,7 @@ class MiniWoBBackend:
         if seed is None:
             seed = int(task.payload.get("seed", 0))
         await page.goto(f"{origin()}/miniwob/{name}.html")
-        # The page's own onload shows its start screen (core.startEpisode); starting before it
-        # ran would leave the episode without its timer, and a later onload would cover it.
-        await page.wait_for_function("() => window.core && core.cover_div", timeout=10_000)
-        await page.evaluate(_START, [seed, self.episode_ms])
-        await page.wait_for_function("() => window.WOB_TASK_READY === true", timeout=10_000)
-        return str(await page.evaluate(_UTTERANCE))
+        return str(await page.evaluate(_START, [seed, self.episode_ms, 10_000]))
 
     def root(self, page: Any) -> Any:
         return page.locator("#wrap")

@@ -199,6 +199,32 @@ async def test_requests_to_other_origins_are_blocked(outside: _Outside) -> None:
         await env.close()
 
 
+async def test_a_spare_context_is_never_handed_to_a_narrower_allowlist(outside: _Outside) -> None:
+    wide, narrow = WebEnvironment(allow=[outside.url]), WebEnvironment()
+    try:
+        await wide.reset(lab_task("/fetch"))  # leaves a spare guarded for [site, outside] behind
+        await asyncio.sleep(0.3)
+        assert "got secret" in (await wide.step(make_action("scroll", "down"))).observation.text
+        before = outside.hits
+        await narrow.reset(lab_task("/fetch"))
+        await asyncio.sleep(0.3)
+        result = await narrow.step(make_action("scroll", "down"))
+        assert "blocked" in result.observation.text and outside.hits == before
+    finally:
+        await wide.close()
+        await narrow.close()
+
+
+def test_browser_slots_are_configurable_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from environments.web import browser
+
+    monkeypatch.setenv("AUTODIDACT_BROWSER_SLOTS", "3")
+    assert browser.slots() == 3
+    monkeypatch.setenv("AUTODIDACT_BROWSER_SLOTS", "many")
+    with pytest.raises(ValueError, match="AUTODIDACT_BROWSER_SLOTS must be a positive integer"):
+        browser.slots()
+
+
 async def test_popups_are_closed_and_downloads_refused(outside: _Outside) -> None:
     env = WebEnvironment()
     try:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from autodidact.types import Task
+from environments.web.loopback import serve
 
 COOKIE = "autodidact_episode"
 
@@ -127,10 +128,7 @@ class SiteServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, name="autodidact-sites", daemon=True).start()
+        self.origin, self._httpd = serve(Handler, "autodidact-sites")
 
     def add(self, site: Site) -> None:
         """Serve ``site`` under ``/<site.name>/``."""
