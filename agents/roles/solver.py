@@ -33,17 +33,35 @@ _PYTHONISH = re.compile(r"^\s*(def |class |import |from |async def |@)", re.MULT
 
 
 @cache
-def system_prompt(env_id: str = "code") -> str:
-    """The solver's system prompt for an environment (``code`` or ``web``)."""
+def _template(env_id: str) -> tuple[str, list[Message]]:
+    """The prompt file for ``env_id``: its system text, and the example turn it may carry
+    (after ``=== example page ===`` and ``=== example reply ===`` lines)."""
     path = Path(__file__).parent / "prompts" / f"solver_{env_id}.txt"
     if not path.is_file():
         path = Path(__file__).parent / "prompts" / "solver_code.txt"
-    return path.read_text().strip()
+    system, _, example = path.read_text().partition("\n=== example page ===\n")
+    if not example:
+        return system.strip(), []
+    page, _, reply = example.partition("\n=== example reply ===\n")
+    return system.strip(), [
+        Message(role="user", content=page.strip()),
+        Message(role="assistant", content=reply.strip()),
+    ]
+
+
+def system_prompt(env_id: str = "code") -> str:
+    """The solver's system prompt for an environment (``code`` or ``web``)."""
+    return _template(env_id)[0]
 
 
 def initial_messages(observation: Observation, env_id: str = "code") -> list[Message]:
-    """The conversation that opens an episode: the system prompt and the task."""
-    return [Message(role="system", content=system_prompt(env_id)), Message(role="user", content=observation.text)]
+    """The conversation that opens an episode: the system prompt, the example turn (web), the task."""
+    system, example = _template(env_id)
+    return [Message(role="system", content=system), *example, Message(role="user", content=_ask(observation, env_id))]
+
+
+def _ask(observation: Observation, env_id: str) -> str:
+    return f"{observation.text}\n\nYour action:" if env_id == "web" else observation.text
 
 
 def next_messages(
@@ -51,10 +69,10 @@ def next_messages(
 ) -> list[Message]:
     """The conversation for the next turn: ``completions`` are the episode's answers so far,
     the last of which led to ``observation``."""
-    if env_id == "web":
+    if env_id == "web":  # the page changes, so the conversation is rebuilt: the latest page, the actions so far
         history = "\n".join(f"{i}. {c.strip()}" for i, c in enumerate(completions, 1))
-        prompt = f"{observation.text}\n\nYour previous actions:\n{history}\nNext action:"
-        return [messages[0], Message(role="user", content=prompt)]
+        prompt = f"{observation.text}\n\nYour previous actions:\n{history}\n\nYour action:"
+        return [*messages[:-1], Message(role="user", content=prompt)]
     return [
         *messages,
         Message(role="assistant", content=completions[-1]),

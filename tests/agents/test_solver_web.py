@@ -23,6 +23,23 @@ def test_web_answers_parse_to_actions_or_record_why_not() -> None:
     assert "click(e12)" in system_prompt("web") and "```python" in system_prompt("code")
 
 
+def test_web_prompts_carry_an_example_turn_and_the_latest_page_only() -> None:
+    from agents.roles.solver import initial_messages, next_messages
+    from autodidact.types import Observation
+
+    first = initial_messages(Observation(text='Goal: A\n[e1] button "A"'), "web")
+    assert [m.role for m in first] == ["system", "user", "assistant", "user"]
+    assert first[2].content == "click(e4)" and "=== example" not in first[0].content
+    assert first[-1].content.endswith("Your action:") and "Goal: A" in first[-1].content
+    second = next_messages(first, ["click(e1)"], Observation(text='Goal: A\n[e5] link "B"'), "web")
+    assert second[:3] == first[:3] and len(second) == 4
+    assert (
+        "[e5] link" in second[-1].content and "[e1]" not in second[-1].content and "1. click(e1)" in second[-1].content
+    )
+    code = initial_messages(Observation(text="Write f."), "code")
+    assert [m.role for m in code] == ["system", "user"] and code[1].content == "Write f."
+
+
 def test_web_runs_default_to_many_short_steps() -> None:
     cfg = RunConfig(env="web", sampling={"temperature": 0.5})  # type: ignore[arg-type]
     assert cfg.suite == "miniwob" and cfg.max_steps == 15
@@ -41,7 +58,7 @@ async def test_a_multi_step_web_episode_is_recorded_step_by_step() -> None:
     assert third.terminated and traj.reward == -1.0 and not traj.success  # submitted an empty field
     # each turn sees the goal, its previous actions and the current page only
     last_prompt = model.seen[-1]
-    assert [m.role for m in last_prompt] == ["system", "user"]
+    assert [m.role for m in last_prompt] == ["system", "user", "assistant", "user"]  # with the example turn
     assert "Your previous actions:\n1. I would type the name.\n2. type(" in last_prompt[-1].content
 
 
