@@ -21,6 +21,10 @@ def register_all() -> None:
     register("site", "shop", "environments.web.sites.shop:ShopSite")
     register("site", "forum", "environments.web.sites.forum:ForumSite")
 
+    register("role", "reviewer", "agents.roles.reviewer:Reviewer")
+    register("role", "refiner", "agents.roles.refiner:Refiner")
+    register("role", "world_model", "agents.roles.world_model:WorldModel")
+
     register("graph", "solver", "agents.graphs.solver:build_solver_graph")
 
     register("model", "transformers", "agents.llm.hf_local:TransformersChatModel")

@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
+from agents.roles.base import PROMPTS, load_template
 from autodidact.types import Action, Message, Observation
 
 ROLE = "solver"
@@ -34,19 +34,11 @@ _PYTHONISH = re.compile(r"^\s*(def |class |import |from |async def |@)", re.MULT
 
 @cache
 def _template(env_id: str) -> tuple[str, list[Message]]:
-    """The prompt file for ``env_id``: its system text, and the example turn it may carry
-    (after ``=== example page ===`` and ``=== example reply ===`` lines)."""
-    path = Path(__file__).parent / "prompts" / f"solver_{env_id}.txt"
-    if not path.is_file():
-        path = Path(__file__).parent / "prompts" / "solver_code.txt"
-    system, _, example = path.read_text().partition("\n=== example page ===\n")
-    if not example:
-        return system.strip(), []
-    page, _, reply = example.partition("\n=== example reply ===\n")
-    return system.strip(), [
-        Message(role="user", content=page.strip()),
-        Message(role="assistant", content=reply.strip()),
-    ]
+    """The prompt file for ``env_id``: its system text, and the example turns it may carry."""
+    path = PROMPTS / f"solver_{env_id}.txt"
+    sections = load_template(path if path.is_file() else PROMPTS / "solver_code.txt")
+    system = "\n\n".join(text for role, text in sections if role == "system")
+    return system, [Message(role=role, content=text) for role, text in sections if role != "system"]  # type: ignore[arg-type]
 
 
 def system_prompt(env_id: str = "code") -> str:
