@@ -64,6 +64,7 @@ bench: setup
 	test -x .venv-peers/bin/python || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q evalplus==0.3.1)
 	$(PY) benchmarks/sandbox.py --evalplus-python .venv-peers/bin/python
 	$(PY) benchmarks/web.py
+	$(PY) benchmarks/rollout.py
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers
