@@ -49,7 +49,12 @@ class RunConfig(BaseModel):
     samples_per_task: int = Field(1, ge=1)
     max_steps: int = Field(1, ge=1, description="model calls per episode: attempts for code [1], actions for web [15]")
     concurrency: int = Field(8, ge=1, description="episodes in flight at most")
-    episode_timeout_s: float = Field(600.0, gt=0)
+    episode_timeout_s: float = Field(
+        600.0, gt=0, description="a whole episode; past it the episode is recorded as timed out"
+    )
+    step_timeout_s: float = Field(
+        300.0, gt=0, description="one model call or environment step; past it the step is recorded with the error"
+    )
     round: int = Field(0, ge=0, description="self-improvement round this run belongs to")
     run_id: str | None = Field(None, description="default: a fresh id")
 
@@ -83,7 +88,9 @@ class RunResult:
 async def run_episode(task: Task, cfg: RunConfig, model: ChatModel, graph: Any, run_id: str) -> Trajectory:
     """Run one episode and return its trajectory; never raises for the episode's own faults."""
     env = registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
-    ctx = SolverContext(model=model, env=env, sampling=cfg.sampling, max_steps=cfg.max_steps)
+    ctx = SolverContext(
+        model=model, env=env, sampling=cfg.sampling, max_steps=cfg.max_steps, step_timeout_s=cfg.step_timeout_s
+    )
     latest: dict[str, Any] = {}
     error: str | None = None
     start = time.time()

@@ -7,7 +7,8 @@ nodes through the runtime context (:class:`SolverContext`), never through global
 
 Every model call becomes a :class:`~autodidact.types.Step` with the messages sent, the
 completion, token ids and logprobs (when the backend gives them), the parsed action, the
-observation and reward. A model failure ends the episode with the error recorded in the step.
+observation and reward. A model failure, or a model call or environment step slower than
+``step_timeout_s``, ends the episode with the error recorded in the step.
 
 Example:
     >>> graph = build_solver_graph()
@@ -16,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import time
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from langgraph.runtime import Runtime
 
 from agents.llm.base import ChatModel
 from agents.roles import solver
-from autodidact.types import Message, Observation, SamplingParams, Step, Task
+from autodidact.types import Completion, Message, Observation, SamplingParams, Step, Task
 from environments.base import Environment
 
 DEFAULT_SAMPLING = SamplingParams(temperature=0.0, max_tokens=384, stop=("\n```\n",))
@@ -41,6 +43,7 @@ class SolverContext:
     sampling: SamplingParams = DEFAULT_SAMPLING
     max_steps: int = 1
     seed: int | None = None
+    step_timeout_s: float | None = None  # a model call or an environment step that takes longer ends the episode
 
 
 class SolverState(TypedDict, total=False):
@@ -65,7 +68,13 @@ async def solve(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str
     ctx = runtime.context
     messages = state["messages"]
     start = time.perf_counter()
-    [completion] = await ctx.model.generate([messages], ctx.sampling)
+    try:
+        async with asyncio.timeout(ctx.step_timeout_s):
+            [completion] = await ctx.model.generate([messages], ctx.sampling)
+    except TimeoutError:
+        completion = Completion(
+            text="", finish_reason="error", error=f"no answer within {ctx.step_timeout_s:g} s (step_timeout_s)"
+        )
     latency = time.perf_counter() - start
     step = Step(
         index=len(state["steps"]),
@@ -88,7 +97,13 @@ async def act(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, 
     ctx = runtime.context
     pending = state["pending"]
     assert pending is not None and pending.action is not None
-    result = await ctx.env.step(pending.action)
+    try:
+        async with asyncio.timeout(ctx.step_timeout_s):
+            result = await ctx.env.step(pending.action)
+    except TimeoutError:
+        error = f"environment: the step took longer than {ctx.step_timeout_s:g} s (step_timeout_s)"
+        step = pending.model_copy(update={"error": error, "truncated": True})
+        return {"steps": [step], "pending": None, "done": True, "error": error}
     step = pending.model_copy(
         update={
             "observation": result.observation,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from agents.graphs.solver import build_solver_graph
 from agents.roles.solver import parse_code_action
 from agents.rollout import RunConfig, run_episode, run_rollout
-from autodidact.types import Completion, Message, SamplingParams
+from autodidact import registry
+from autodidact.types import Completion, Message, Observation, SamplingParams, Task
 from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
 
@@ -92,6 +94,13 @@ async def test_backend_fault_hang_and_crash_end_the_episode_with_the_error() -> 
     assert not t.success and t.error == "RuntimeError: boom"
 
 
+async def test_a_hung_model_call_is_a_recorded_step_when_it_passes_the_step_timeout() -> None:
+    t, _ = await _episode(["HANG"], step_timeout_s=0.3)
+    assert not t.success and t.error == "model: no answer within 0.3 s (step_timeout_s)"
+    [step] = t.steps
+    assert step.role == "solver" and step.error == t.error and step.truncated and step.messages
+
+
 async def test_rollout_stores_every_episode_and_survives_faults(tmp_path) -> None:  # type: ignore[no-untyped-def]
     tasks = load_suite("bundled", limit=6)
     model = ScriptedModel([GOOD, "ERROR", RuntimeError("boom"), "garbage", GOOD, GOOD])
@@ -116,3 +125,29 @@ async def test_rollout_stores_every_episode_and_survives_faults(tmp_path) -> Non
 def test_parser_is_tolerant(text: str, code: str) -> None:
     parsed = parse_code_action(text)
     assert parsed.action.text == code and parsed.error is None
+
+
+class HangingEnvironment:
+    """Resets at once; every step hangs."""
+
+    id = "code"
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    async def reset(self, task: Task, *, seed: int | None = None) -> Observation:
+        return Observation(text=task.prompt)
+
+    async def step(self, action: object) -> Any:
+        await asyncio.sleep(3600)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_hung_environment_step_ends_the_episode_with_the_step_recorded() -> None:
+    registry.register("environment", "test-hanging", f"{__name__}:HangingEnvironment")
+    t, _ = await _episode([GOOD], env="test-hanging", step_timeout_s=0.3)
+    assert t.error == "environment: the step took longer than 0.3 s (step_timeout_s)" and not t.success
+    [step] = t.steps
+    assert step.completion == GOOD and step.action is not None and step.error == t.error
