@@ -109,8 +109,9 @@ class Step(Record):
     """One model call and what followed from it.
 
     A step keeps the messages sent, the completion (with token ids and logprobs when the
-    backend gives them), the parsed action, the environment's observation and reward, and
-    any error (a parse failure, a backend fault) so that nothing of an episode is lost.
+    backend gives them), what was parsed from it (the action, or another role's typed output
+    as a dict), the environment's observation and reward, and any error (a parse failure, a
+    backend fault) so that nothing of an episode is lost.
     """
 
     index: int
@@ -120,6 +121,7 @@ class Step(Record):
     token_ids: tuple[int, ...] | None = None
     logprobs: tuple[float, ...] | None = None
     action: Action | None = None
+    output: dict[str, Any] | None = None
     observation: Observation | None = None
     reward: float = 0.0
     terminated: bool = False

@@ -16,7 +16,8 @@ system message.
 :meth:`Role.call` sends the messages to the role's model with the role's sampling, parses the
 answer into the role's pydantic output and returns a :class:`RoleCall`: the parsed output
 (None when the answer did not parse) and a :class:`~autodidact.types.Step` that records the
-call — messages, completion, token ids, logprobs, latency, and the parse or model error.
+call — messages, completion, token ids, logprobs, latency, the parsed output as a dict, and
+the parse or model error.
 A parser never raises on model text: it returns what it could read and says what it could
 not. Adding a role is one module: subclass :class:`Role`, set ``name``, ``prompt`` and
 ``sampling``, write ``parse`` (see ``examples/custom_role.py``).
@@ -131,7 +132,8 @@ class Role(Generic[Out]):
             return RoleCall(step.model_copy(update={"error": f"model: {completion.error}"}), None)
         parsed = self.parse(completion.text)
         error = f"parse: {parsed.error}" if parsed.error else None
-        return RoleCall(step.model_copy(update={"error": error}), parsed.output)
+        output = parsed.output.model_dump(mode="json") if parsed.output is not None else None
+        return RoleCall(step.model_copy(update={"error": error, "output": output}), parsed.output)
 
 
 # -- tolerant reading helpers ------------------------------------------------------------------

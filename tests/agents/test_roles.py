@@ -89,8 +89,10 @@ async def test_a_call_is_a_step_with_its_messages_completion_and_errors() -> Non
     assert good.step.role == "reviewer" and good.step.index == 4 and good.step.error is None
     assert good.step.completion == "Score: 3\nCritique: wrong sign." and good.step.token_ids == (1, 2)
     assert good.step.messages[1].content.startswith("Task:\nt")
+    assert good.step.output == {"score": 0.3, "critique": "wrong sign."}
     unparsed = await Reviewer().call(model, task="t", attempt="a", feedback="f")
     assert unparsed.output is None and unparsed.step.error and unparsed.step.error.startswith("parse: no score")
+    assert unparsed.step.output is None and unparsed.step.completion == "I like it."
     failed = await Reviewer().call(model, task="t", attempt="a", feedback="f")
     assert failed.output is None and failed.step.error and failed.step.error.startswith("model: server returned 500")
 

@@ -61,6 +61,7 @@ def rich_trajectory(run_id: str = "run-a", **fields: Any) -> Trajectory:
             role="reviewer",
             messages=(Message(role="assistant", content="Looks right."),),
             completion=None,
+            output={"score": 0.3, "critique": "off by one — 最后", "tags": ["a", None]},
             error="ParseError: no code block in the completion",
             truncated=True,
         ),
