@@ -88,7 +88,8 @@ class RunResult:
 async def run_episode(task: Task, cfg: RunConfig, model: ChatModel, graph: Any, run_id: str) -> Trajectory:
     """Run one episode and return its trajectory; never raises for the episode's own faults."""
     env = registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
-    ctx = SolverContext(
+    context = getattr(graph, "context_schema", None) or SolverContext  # each graph's own context type
+    ctx = context(
         model=model, env=env, sampling=cfg.sampling, max_steps=cfg.max_steps, step_timeout_s=cfg.step_timeout_s
     )
     latest: dict[str, Any] = {}

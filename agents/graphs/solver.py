@@ -56,6 +56,7 @@ class SolverState(TypedDict, total=False):
     pending: Step | None
     done: bool
     error: str | None
+    trial_start: int  # index of the current trial's first step (graphs that retry, like reflexion)
 
 
 async def reset(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
@@ -104,18 +105,19 @@ async def act(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, 
         error = f"environment: the step took longer than {ctx.step_timeout_s:g} s (step_timeout_s)"
         step = pending.model_copy(update={"error": error, "truncated": True})
         return {"steps": [step], "pending": None, "done": True, "error": error}
+    trial = [s for s in state["steps"][state.get("trial_start", 0) :] if s.action is not None]
     step = pending.model_copy(
         update={
             "observation": result.observation,
             "reward": result.reward,
             "terminated": result.terminated,
-            "truncated": result.truncated or (len(state["steps"]) + 1 >= ctx.max_steps and not result.terminated),
+            "truncated": result.truncated or (len(trial) + 1 >= ctx.max_steps and not result.terminated),
         }
     )
     done = step.terminated or step.truncated
     update: dict[str, Any] = {"steps": [step], "pending": None, "done": done, "observation": result.observation}
     if not done:
-        completions = [s.completion or "" for s in [*state["steps"], step]]
+        completions = [s.completion or "" for s in [*trial, step]]
         update["messages"] = solver.next_messages(state["messages"], completions, result.observation, ctx.env.id)
     return update
 
