@@ -86,31 +86,27 @@ def _solved(state: ReflexionState) -> bool:
     return bool(trial) and trial[-1].terminated and trial[-1].reward >= 1.0 and trial[-1].error is None
 
 
+def _about_trial(state: ReflexionState) -> dict[str, Any]:
+    """What the reviewer and the refiner are told: the task, the trial's answers, the feedback."""
+    return {
+        "index": len(state["steps"]),
+        "task": state["task"].prompt,
+        "attempt": "\n".join(s.completion or "" for s in _trial(state)) or "(no answer)",
+        "feedback": state["observation"].text,
+    }
+
+
 async def review(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> dict[str, Any]:
     ctx = runtime.context
-    trial = _trial(state)
-    call = await ctx.reviewer.call(
-        ctx.review_model or ctx.model,
-        index=len(state["steps"]),
-        task=state["task"].prompt,
-        attempt="\n".join(s.completion or "" for s in trial) or "(no answer)",
-        feedback=state["observation"].text,
-    )
+    call = await ctx.reviewer.call(ctx.review_model or ctx.model, **_about_trial(state))
     critique = call.output.critique if call.output else ""
     return {"steps": [call.step], "critique": critique}
 
 
 async def refine(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> dict[str, Any]:
     ctx = runtime.context
-    trial = _trial(state)
-    call = await ctx.refiner.call(
-        ctx.refine_model or ctx.model,
-        index=len(state["steps"]),
-        task=state["task"].prompt,
-        attempt="\n".join(s.completion or "" for s in trial) or "(no answer)",
-        feedback=state["observation"].text,
-        critique=state.get("critique") or "(none)",
-    )
+    critique = state.get("critique") or "(none)"
+    call = await ctx.refiner.call(ctx.refine_model or ctx.model, critique=critique, **_about_trial(state))
     update: dict[str, Any] = {"round": state.get("round", 0) + 1, "pending": None}
     if call.output is None:
         update["steps"] = [call.step]

@@ -155,7 +155,9 @@ def labelled(text: str, label: str) -> str | None:
     """The value after ``Label:`` on a line (any case, markdown bold allowed), up to the next label."""
     pattern = rf"(?im)^[ \t*#>-]*{re.escape(label)}[ \t*]*:[ \t*]*(.*(?:\n(?![ \t*#>-]*\w[\w ]{{0,20}}:).*)*)"
     match = re.search(pattern, text)
-    return match.group(1).strip() or None if match else None
+    if match is None:
+        return None
+    return match.group(1).strip() or None
 
 
 def validated(output: type[Out], data: dict[str, Any]) -> Parsed[Out]:

@@ -44,7 +44,7 @@ class Refiner(Role[Refinement]):
         split = _ANSWER.search(text)
         before, answer = (text[: split.start()], text[split.end() :]) if split else (text, "")
         reflection_line = _REFLECTION_LINE.search(before)
-        reflection = (labelled(before, "reflection") or "") if reflection_line else ""
+        reflection = labelled(before, "reflection") or ""
         if not split:  # no label: the answer is what follows the reflection line, or everything
             answer = text[reflection_line.end() :] if reflection_line else text
         answer = answer.strip()

@@ -37,7 +37,7 @@ async def test_a_refined_answer_is_the_next_attempt_and_can_succeed() -> None:
     assert "Environment feedback:" in model.seen[1][-1].content and "Critique:" in model.seen[2][-1].content
 
 
-async def test_rounds_bound_the_retries_and_reflections_reach_the_prompt() -> None:
+async def test_rounds_bound_the_retries_and_a_solved_trial_is_not_reviewed() -> None:
     t, _ = await _episode([BAD, REVIEW, refined(BAD), REVIEW, refined(BAD)])
     assert [s.role for s in t.steps] == ["solver", "reviewer", "refiner", "reviewer", "refiner"]
     assert not t.success and all(s.reward < 1.0 for s in t.steps)
