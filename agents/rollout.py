@@ -3,9 +3,19 @@
 :func:`run_rollout` takes a :class:`RunConfig`, a model and a store; it runs each task of the
 suite (``samples_per_task`` times) through the chosen graph with at most ``concurrency``
 episodes in flight, each under ``episode_timeout_s``, and appends every finished episode to
-the store as soon as it ends (one transaction per episode). Nothing an episode does —
-a backend fault, a timeout, a crash in a node — stops the run: the episode is recorded with
+the store as soon as it ends (one transaction per trajectory). Nothing an episode does — a
+backend fault, a timeout, a crash in a node — stops the run: the episode is recorded with
 its error and the run goes on. A rich progress bar shows the live success rate.
+
+Each episode's graph state is checkpointed (LangGraph's SQLite saver, WAL, under
+``$AUTODIDACT_HOME``) after every node, keyed by the episode's id, which is derived from the
+run, the task and the sample number. ``run_rollout(..., resume=True)`` (``autodidact run
+--resume RUN``) skips the episodes already stored and continues interrupted ones from their
+last checkpoint: the environment is reset and the episode's actions replayed, then the
+graph goes on from the node it had reached.
+
+Roles other than the solver may have their own model and sampling (``roles``), and a graph's
+own settings (reflexion's ``rounds``, mcts' ``simulations``…) are set in ``graph_options``.
 
 Example:
     >>> cfg = RunConfig(suite="bundled", limit=4)
@@ -16,22 +26,36 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agents.graphs.solver import DEFAULT_SAMPLING, SolverContext
-from agents.llm.base import ChatModel
+from agents.graphs.react import DEFAULT_SAMPLING, SolverContext, TreePath, acted, replay
+from agents.llm.base import ChatModel, resolve_model
 from autodidact import registry
-from autodidact.types import PolicyRef, SamplingParams, Step, Task, Trajectory, new_id
+from autodidact.config import home
+from autodidact.errors import ConfigError
+from autodidact.types import PolicyRef, Record, SamplingParams, Task, Trajectory, new_id
 from environments.tasks import SplitFilter, load_suite
 from memory.base import RunInfo, TrajectoryStore
 
 WEB_MAX_STEPS = 15
 WEB_SAMPLING = SamplingParams(temperature=0.0, max_tokens=64, stop=("\n\n",))
+
+
+class RoleBinding(BaseModel):
+    """A role's own model and sampling (unset: the run's model, the role's default sampling)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="model spec, as for the run's model")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="overrides of the role's default sampling")
 
 
 class RunConfig(BaseModel):
@@ -43,7 +67,10 @@ class RunConfig(BaseModel):
     suite: str = Field("bundled", description="registered suite id or a .jsonl path")
     split: SplitFilter = Field("all", description="train, test (held out) or all")
     limit: int | None = Field(None, ge=1, description="first N tasks of the suite")
-    graph: str = Field("solver", description="registered graph id")
+    graph: str = Field("react", description="registered graph id: react, reflexion, magicore, lookahead, mcts")
+    graph_options: dict[str, Any] = Field(
+        default_factory=dict, description="the graph's own settings, e.g. rounds (reflexion), simulations (mcts)"
+    )
     model: str = Field("embedded", description="embedded, a checkpoint name, a path, an HF id or a server URL")
     sampling: SamplingParams = DEFAULT_SAMPLING
     samples_per_task: int = Field(1, ge=1)
@@ -57,6 +84,16 @@ class RunConfig(BaseModel):
     )
     round: int = Field(0, ge=0, description="self-improvement round this run belongs to")
     run_id: str | None = Field(None, description="default: a fresh id")
+    roles: dict[str, RoleBinding] = Field(
+        default_factory=dict, description="per-role model and sampling, e.g. roles.reviewer.model=http://..."
+    )
+    checkpoint: bool = Field(True, description="checkpoint each episode's graph state so an interrupted run resumes")
+
+    @model_validator(mode="after")
+    def _solver_is_the_run_model(self) -> RunConfig:
+        if "solver" in self.roles:
+            raise ValueError("roles.solver: the solver uses the run's own model and sampling; set those instead")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -74,30 +111,103 @@ class RunConfig(BaseModel):
 
 @dataclass
 class RunResult:
-    """A finished run: its id and every trajectory it stored."""
+    """A finished run: its id and every trajectory it stored (tree graphs store several an
+    episode; ``episodes`` holds each episode's main trajectory)."""
 
     run_id: str
     trajectories: list[Trajectory] = field(default_factory=list)
+    episodes: list[Trajectory] = field(default_factory=list)
+    skipped: int = 0  # episodes already stored when resuming
     seconds: float = 0.0
 
     @property
     def success_rate(self) -> float:
-        return sum(t.success for t in self.trajectories) / max(1, len(self.trajectories))
+        return sum(t.success for t in self.episodes) / max(1, len(self.episodes))
 
 
-async def run_episode(task: Task, cfg: RunConfig, model: ChatModel, graph: Any, run_id: str) -> Trajectory:
-    """Run one episode and return its trajectory; never raises for the episode's own faults."""
+def episode_id(run_id: str, task: Task, sample: int) -> str:
+    """The id of a run's ``sample``-th episode of ``task``: stable, so a resumed run finds it."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"autodidact:{run_id}/{task.id}/{sample}").hex
+
+
+@dataclass(frozen=True)
+class Bindings:
+    """Models and sampling per role, built once per run from ``RunConfig.roles``."""
+
+    models: dict[str, ChatModel] = field(default_factory=dict)
+    samplings: dict[str, SamplingParams] = field(default_factory=dict)
+
+
+def role_sampling(cfg: RunConfig) -> dict[str, SamplingParams]:
+    """Each bound role's sampling: its overrides on top of the role's default."""
+    out = {}
+    for name, binding in cfg.roles.items():
+        if not binding.sampling:
+            continue
+        base = registry.load("role", name).default_sampling if name in registry.ids("role") else SamplingParams()
+        out[name] = SamplingParams.model_validate({**base.model_dump(), **binding.sampling})
+    return out
+
+
+def graph_context(cfg: RunConfig) -> type[SolverContext]:
+    """The graph's context type, with ``graph_options`` checked against its fields."""
+    graph = registry.make("graph", cfg.graph)
+    context: type[SolverContext] = getattr(graph, "context_schema", None) or SolverContext
+    known = {f.name for f in dataclasses.fields(context)} - {f.name for f in dataclasses.fields(SolverContext)}
+    unknown = set(cfg.graph_options) - known
+    if unknown:
+        raise ConfigError(
+            f"graph_options {sorted(unknown)} are not settings of graph {cfg.graph!r}; "
+            f"it has: {', '.join(sorted(known)) or 'none'}"
+        )
+    return context
+
+
+async def run_episode(
+    task: Task,
+    cfg: RunConfig,
+    model: ChatModel,
+    graph: Any,
+    run_id: str,
+    *,
+    bindings: Bindings = Bindings(),
+    episode: str | None = None,
+) -> list[Trajectory]:
+    """Run one episode; its trajectories, the main one first (tree graphs add one per
+    explored path). Never raises for the episode's own faults: they are recorded.
+
+    With a checkpointing graph, ``episode`` keys the checkpoint: a checkpoint left by an
+    interrupted run is resumed (environment reset and replayed, then the next node runs).
+    """
+    episode = episode or new_id()
     env = registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
     context = getattr(graph, "context_schema", None) or SolverContext  # each graph's own context type
     ctx = context(
-        model=model, env=env, sampling=cfg.sampling, max_steps=cfg.max_steps, step_timeout_s=cfg.step_timeout_s
+        model=model,
+        env=env,
+        sampling=cfg.sampling,
+        max_steps=cfg.max_steps,
+        step_timeout_s=cfg.step_timeout_s,
+        models=bindings.models,
+        samplings=bindings.samplings,
+        **cfg.graph_options,
     )
+    config = {"configurable": {"thread_id": episode}}
     latest: dict[str, Any] = {}
     error: str | None = None
     start = time.time()
 
     async def drive() -> None:
-        async for state in graph.astream({"task": task}, context=ctx, stream_mode="values"):
+        start_with: dict[str, Any] | None = {"task": task}
+        if graph.checkpointer is not None:
+            saved = await graph.aget_state(config)
+            if saved.values:  # interrupted earlier: bring the environment back, go on from there
+                latest.update(saved.values)
+                if not saved.next:
+                    return
+                await replay(ctx, task, _position(saved.values))
+                start_with = None
+        async for state in graph.astream(start_with, config, context=ctx, stream_mode="values"):
             latest.update(state)
 
     try:
@@ -111,25 +221,65 @@ async def run_episode(task: Task, cfg: RunConfig, model: ChatModel, graph: Any, 
             await env.close()
         except Exception as e:
             error = error or f"environment close failed: {e}"
-    steps: list[Step] = list(latest.get("steps", []))
     error = error or latest.get("error")
-    last = steps[-1] if steps else None
-    reward = last.reward if last else 0.0
-    return Trajectory(
-        run_id=run_id,
-        task=task,
-        env_id=cfg.env,
-        policy=PolicyRef(
-            model=cfg.model, backend=model.name, adapter=getattr(model, "adapter", None), sampling=cfg.sampling
-        ),
-        steps=tuple(steps),
-        reward=reward,
-        success=bool(last and last.terminated and reward >= 1.0 and error is None),
-        round=cfg.round,
-        started_at=start,
-        duration_s=time.time() - start,
-        error=error,
+    paths: list[TreePath] = latest.get("paths") or [TreePath(steps=tuple(latest.get("steps", [])))]
+    ids = [episode] + [uuid.uuid5(uuid.UUID(hex=_hex(episode)), str(i)).hex for i in range(1, len(paths))]
+    policy = PolicyRef(
+        model=cfg.model, backend=model.name, adapter=getattr(model, "adapter", None), sampling=cfg.sampling
     )
+    out = []
+    for i, path in enumerate(paths):
+        last = path.steps[-1] if path.steps else None
+        reward = last.reward if last else 0.0
+        out.append(
+            Trajectory(
+                id=ids[i],
+                run_id=run_id,
+                task=task,
+                env_id=cfg.env,
+                policy=policy,
+                steps=path.steps,
+                reward=reward,
+                success=bool(last and last.terminated and reward >= 1.0 and error is None),
+                round=cfg.round,
+                parent_id=ids[path.parent] if path.parent is not None else None,
+                branch_step=path.branch_step,
+                started_at=start,
+                duration_s=time.time() - start,
+                error=error,
+            )
+        )
+    return out
+
+
+def _hex(episode: str) -> str:
+    """``episode`` as 32 hex digits (ids given by callers may be any string)."""
+    try:
+        return uuid.UUID(hex=episode).hex
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, episode).hex
+
+
+def _position(state: Mapping[str, Any]) -> list[Any]:
+    """The actions that bring a reset environment to where the saved state was."""
+    if "position" in state:  # graphs that move around a tree say where they are
+        return list(state["position"])
+    return [s.action for s in acted(state.get("steps", [])[state.get("trial_start", 0) :])]
+
+
+async def bind_roles(cfg: RunConfig, model: ChatModel, stack: AsyncExitStack) -> Bindings:
+    """Build each role's own model (one per distinct spec; the run's model is reused)."""
+    built: dict[str, ChatModel] = {cfg.model: model}
+    models = {}
+    for name, binding in cfg.roles.items():
+        if binding.model is None:
+            continue
+        if binding.model not in built:
+            m = resolve_model(binding.model).build()
+            stack.push_async_callback(m.aclose)
+            built[binding.model] = m
+        models[name] = built[binding.model]
+    return Bindings(models=models, samplings=role_sampling(cfg))
 
 
 async def run_rollout(
@@ -139,14 +289,25 @@ async def run_rollout(
     *,
     tasks: Sequence[Task] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> RunResult:
-    """Run every task of ``cfg`` (or the given ``tasks``) and store each episode as it ends."""
+    """Run every task of ``cfg`` (or the given ``tasks``) and store each episode as it ends.
+
+    ``resume=True`` continues the run ``cfg.run_id``: stored episodes are skipped, interrupted
+    ones continue from their checkpoints.
+    """
+    if resume and cfg.run_id is None:
+        raise ConfigError("resume needs the run id: RunConfig(run_id=...)")
     tasks = list(tasks) if tasks is not None else load_suite(cfg.suite, split=cfg.split, limit=cfg.limit)
     run_id = cfg.run_id or new_id()[:12]
-    await asyncio.to_thread(store.put_run, RunInfo(id=run_id, config=cfg.model_dump(mode="json")))
-    graph = registry.make("graph", cfg.graph)
-    jobs = [t for t in tasks for _ in range(cfg.samples_per_task)]
-    result = RunResult(run_id=run_id)
+    graph_context(cfg)
+    if not resume:
+        await asyncio.to_thread(store.put_run, RunInfo(id=run_id, config=cfg.model_dump(mode="json")))
+    jobs = [(t, episode_id(run_id, t, k)) for t in tasks for k in range(cfg.samples_per_task)]
+    if resume:
+        stored = [await asyncio.to_thread(store.get, eid) for _, eid in jobs]
+        jobs = [job for job, have in zip(jobs, stored, strict=True) if have is None]
+    result = RunResult(run_id=run_id, skipped=len(tasks) * cfg.samples_per_task - len(jobs))
     gate = asyncio.Semaphore(cfg.concurrency)
     start = time.perf_counter()
 
@@ -160,17 +321,49 @@ async def run_rollout(
         TimeElapsedColumn(),
         disable=not progress,
     )
-    with bar:
-        bar_id = bar.add_task(f"{cfg.suite} · {cfg.model}", total=len(jobs), rate="-")
+    async with AsyncExitStack() as stack:
+        bindings = await bind_roles(cfg, model, stack)
+        checkpointer = await stack.enter_async_context(_checkpointer()) if cfg.checkpoint else None
+        graph = registry.make("graph", cfg.graph, checkpointer=checkpointer)
+        with bar:
+            bar_id = bar.add_task(f"{cfg.graph} · {cfg.suite} · {cfg.model}", total=len(jobs), rate="-")
 
-        async def one(task: Task) -> None:
-            async with gate:
-                traj = await run_episode(task, cfg, model, graph, run_id)
-            await asyncio.to_thread(store.append, traj)
-            result.trajectories.append(traj)
-            ok = sum(t.success for t in result.trajectories)
-            bar.update(bar_id, advance=1, rate=f"{ok}/{len(result.trajectories)} ({ok / len(result.trajectories):.0%})")
+            async def one(task: Task, eid: str) -> None:
+                async with gate:
+                    trajs = await run_episode(task, cfg, model, graph, run_id, bindings=bindings, episode=eid)
+                for traj in reversed(trajs):  # the main trajectory last: once it is stored, the episode is done
+                    if not resume or await asyncio.to_thread(store.get, traj.id) is None:
+                        await asyncio.to_thread(store.append, traj)
+                if checkpointer is not None:
+                    await checkpointer.adelete_thread(eid)
+                result.trajectories.extend(trajs)
+                result.episodes.append(trajs[0])
+                ok = sum(t.success for t in result.episodes)
+                n = len(result.episodes)
+                bar.update(bar_id, advance=1, rate=f"{ok}/{n} ({ok / n:.0%})")
 
-        await asyncio.gather(*(one(t) for t in jobs))
+            await asyncio.gather(*(one(t, eid) for t, eid in jobs))
     result.seconds = time.perf_counter() - start
     return result
+
+
+@asynccontextmanager
+async def _checkpointer() -> AsyncIterator[Any]:
+    """The episodes' checkpoint store: one SQLite file (WAL) under ``$AUTODIDACT_HOME``.
+
+    Only our own records (and the types LangGraph allows itself) are read back from it.
+    """
+    import aiosqlite
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = home() / "checkpoints.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[(c.__module__, c.__name__) for c in _records(Record)])
+    async with aiosqlite.connect(str(path)) as conn:
+        yield AsyncSqliteSaver(conn, serde=serde)
+
+
+def _records(cls: type) -> list[type]:
+    subs: list[type] = cls.__subclasses__()
+    return subs + [c for sub in subs for c in _records(sub)]

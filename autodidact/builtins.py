@@ -25,7 +25,7 @@ def register_all() -> None:
     register("role", "refiner", "agents.roles.refiner:Refiner")
     register("role", "world_model", "agents.roles.world_model:WorldModel")
 
-    register("graph", "solver", "agents.graphs.solver:build_solver_graph")
+    register("graph", "react", "agents.graphs.react:build_react_graph")
     register("graph", "reflexion", "agents.graphs.reflexion:build_reflexion_graph")
 
     register("model", "transformers", "agents.llm.hf_local:TransformersChatModel")

@@ -56,12 +56,21 @@ def run(
     limit: Annotated[int | None, typer.Option(help="first N tasks")] = None,
     split: Annotated[str | None, typer.Option(help="train, test or all [default: all]")] = None,
     model: Annotated[str | None, typer.Option(help="embedded, checkpoint name, path, HF id or server URL")] = None,
-    graph: Annotated[str | None, typer.Option(help="graph id [default: solver]")] = None,
+    graph: Annotated[
+        str | None, typer.Option(help="react, reflexion, magicore, lookahead or mcts [default: react]")
+    ] = None,
     concurrency: Annotated[int | None, typer.Option(help="episodes in flight [default: 8]")] = None,
     samples: Annotated[int | None, typer.Option(help="episodes per task [default: 1]")] = None,
     max_steps: Annotated[int | None, typer.Option(help="model calls per episode [default: 1]")] = None,
     temperature: Annotated[float | None, typer.Option(help="sampling temperature [default: 0, greedy]")] = None,
     run_id: Annotated[str | None, typer.Option(help="id of the new run [default: generated]")] = None,
+    role_model: Annotated[
+        list[str] | None,
+        typer.Option(help="a role's own model: ROLE=SPEC, e.g. reviewer=http://host:8000 (repeatable)"),
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="continue this run: stored episodes are skipped, interrupted ones resume")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     store: StoreOpt = None,
@@ -88,7 +97,21 @@ def run(
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
     if temperature is not None:
         overrides.append(f"sampling.temperature={temperature}")
-    cfg = parse(RunConfig, config, overrides)
+    for item in role_model or []:
+        role, sep, spec = item.partition("=")
+        if not sep or not role or not spec:
+            raise ConfigError(f"--role-model {item!r} must look like ROLE=SPEC, e.g. reviewer=http://127.0.0.1:8000")
+        overrides.append(f"roles.{role}.model={spec}")
+    if resume is not None:
+        if config is not None or overrides:
+            raise ConfigError("--resume continues a run with its stored config; give no other run options")
+        with open_store(store) as st:
+            found = st.get_run(resume)
+            if found is None:
+                raise ConfigError(f"no run {resume!r} in {st.url}; see `autodidact trajectories list`")
+        cfg = parse(RunConfig, None, [], **{**found.run.config, "run_id": found.run.id})
+    else:
+        cfg = parse(RunConfig, config, overrides)
     tasks = load_suite(cfg.suite, split=cfg.split, limit=cfg.limit)
     if not tasks:
         raise ConfigError(f"suite {cfg.suite!r} has no tasks for split={cfg.split!r}; try --split all")
@@ -105,20 +128,45 @@ def run(
         if list_models is not None:
             await list_models()
         try:
-            return await run_rollout(cfg, chat_model, st, tasks=tasks)
+            return await run_rollout(cfg, chat_model, st, tasks=tasks, resume=resume is not None)
         finally:
             await chat_model.aclose()
 
     with open_store(store) as st:
         result = asyncio.run(main(st))
-    _print_run(console, result.trajectories, tasks)
-    ok = sum(t.success for t in result.trajectories)
-    n = len(result.trajectories)
-    errored = sum(t.error is not None for t in result.trajectories)
+    _print_run(console, result.episodes, tasks)
+    _print_summary(console, cfg.graph, result)
+    ok = sum(t.success for t in result.episodes)
+    n = len(result.episodes)
+    errored = sum(t.error is not None for t in result.episodes)
+    skipped = f", {result.skipped} already stored" if result.skipped else ""
     console.print(
         f"run [bold]{result.run_id}[/]: success {ok}/{n} = {ok / max(1, n):.1%}"
-        f"{f', {errored} errored' if errored else ''} in {result.seconds:.1f} s · store {st.url}"
+        f"{f', {errored} errored' if errored else ''}{skipped} in {result.seconds:.1f} s · store {st.url}"
     )
+
+
+def _print_summary(console: Any, graph: str, result: Any) -> None:
+    """One row per role: model calls, parse/model errors, mean latency, completion tokens."""
+    from rich.table import Table
+
+    calls: dict[str, list[Any]] = {}
+    for t in result.trajectories:
+        for s in t.steps:
+            calls.setdefault(s.role, []).append(s)
+    n = max(1, len(result.episodes))
+    table = Table(
+        "role", "calls", "per episode", "errors", "mean latency s", "tokens out", title=f"{graph}: model calls by role"
+    )
+    for role, steps in calls.items():
+        errors = sum(s.error is not None for s in steps)
+        tokens = sum(len(s.token_ids or ()) for s in steps)
+        latency = sum(s.latency_s for s in steps) / len(steps)
+        table.add_row(role, str(len(steps)), f"{len(steps) / n:.1f}", str(errors), f"{latency:.2f}", str(tokens))
+    extra = len(result.trajectories) - len(result.episodes)
+    if extra:
+        table.caption = f"{len(result.episodes)} episodes, {extra} more tree paths stored"
+    console.print(table)
 
 
 def _print_run(console: Any, trajectories: list[Any], tasks: list[Any]) -> None:

@@ -175,8 +175,8 @@ def collect_sft_examples(
                 continue
             selected += 1
             for step in traj.steps:
-                if step.role not in acting:
-                    continue
+                if step.role not in acting or (step.action is not None and step.observation is None):
+                    continue  # another role, or a candidate the graph did not act on
                 if step.error is not None or not step.completion or not step.messages:
                     skipped += 1
                     continue

@@ -12,8 +12,8 @@ A trial is the solver graph's loop (``solve`` → ``act`` until the environment 
 
 The episode ends at the first success or after ``rounds`` refinements. Every model call is a
 step (solver, reviewer, refiner) and ``reflections`` is in the final state, for memory.
-Reviewer and refiner may use their own models (``review_model``, ``refine_model``; default:
-the solver's).
+Reviewer and refiner may use their own models and sampling (the context's ``models`` and
+``samplings``, by role name; default: the solver's model).
 
 Example:
     >>> graph = build_reflexion_graph()
@@ -29,8 +29,7 @@ from typing import Annotated, Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.graphs.solver import SolverContext, SolverState, act, solve
-from agents.llm.base import ChatModel
+from agents.graphs.react import SolverContext, SolverState, act, acted, solve
 from agents.roles import solver
 from agents.roles.refiner import Refiner
 from agents.roles.reviewer import Reviewer
@@ -43,8 +42,6 @@ class ReflexionContext(SolverContext):
 
     reviewer: Reviewer = field(default_factory=Reviewer)
     refiner: Refiner = field(default_factory=Refiner)
-    review_model: ChatModel | None = None
-    refine_model: ChatModel | None = None
     rounds: int = 2
 
 
@@ -78,7 +75,7 @@ async def start(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> di
 
 
 def _trial(state: ReflexionState) -> list[Step]:
-    return [s for s in state["steps"][state.get("trial_start", 0) :] if s.action is not None]
+    return acted(state["steps"][state.get("trial_start", 0) :])
 
 
 def _solved(state: ReflexionState) -> bool:
@@ -98,7 +95,7 @@ def _about_trial(state: ReflexionState) -> dict[str, Any]:
 
 async def review(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> dict[str, Any]:
     ctx = runtime.context
-    call = await ctx.reviewer.call(ctx.review_model or ctx.model, **_about_trial(state))
+    call = await ctx.call(ctx.reviewer, **_about_trial(state))
     critique = call.output.critique if call.output else ""
     return {"steps": [call.step], "critique": critique}
 
@@ -106,7 +103,7 @@ async def review(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> d
 async def refine(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> dict[str, Any]:
     ctx = runtime.context
     critique = state.get("critique") or "(none)"
-    call = await ctx.refiner.call(ctx.refine_model or ctx.model, critique=critique, **_about_trial(state))
+    call = await ctx.call(ctx.refiner, critique=critique, **_about_trial(state))
     update: dict[str, Any] = {"round": state.get("round", 0) + 1, "pending": None}
     if call.output is None:
         update["steps"] = [call.step]

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import string
@@ -42,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.llm.base import ChatModel
 from autodidact.errors import ConfigError
-from autodidact.types import Message, SamplingParams, Step
+from autodidact.types import Completion, Message, SamplingParams, Step
 
 Out = TypeVar("Out", bound=BaseModel)
 PROMPTS = Path(__file__).parent / "prompts"
@@ -114,11 +115,24 @@ class Role(Generic[Out]):
     def parse(self, text: str) -> Parsed[Out]:
         raise NotImplementedError
 
-    async def call(self, model: ChatModel, *, index: int = 0, **fields: Any) -> RoleCall[Out]:
-        """Ask ``model`` once; the step records the call, whatever happened."""
+    async def call(
+        self,
+        model: ChatModel,
+        *,
+        index: int = 0,
+        sampling: SamplingParams | None = None,
+        timeout_s: float | None = None,
+        **fields: Any,
+    ) -> RoleCall[Out]:
+        """Ask ``model`` once (with ``sampling``, default the role's); the step records the
+        call, whatever happened — a call longer than ``timeout_s`` is a recorded model error."""
         messages = self.messages(**fields)
         start = time.perf_counter()
-        [completion] = await model.generate([messages], self.sampling)
+        try:
+            async with asyncio.timeout(timeout_s):
+                [completion] = await model.generate([messages], sampling or self.sampling)
+        except TimeoutError:
+            completion = Completion(text="", finish_reason="error", error=f"no answer within {timeout_s:g} s")
         step = Step(
             index=index,
             role=self.name,

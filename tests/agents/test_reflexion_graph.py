@@ -7,7 +7,7 @@ from __future__ import annotations
 from agents.graphs.reflexion import build_reflexion_graph
 from agents.rollout import RunConfig, run_episode
 from environments.tasks import load_suite
-from tests.agents.test_solver_graph import GOOD, TASK, ScriptedModel
+from tests.agents.scripted import GOOD, TASK, ScriptedModel
 
 BAD = "```python\ndef last(xs):\n    return xs[0]\n```"
 REVIEW = "Score: 1/10\nCritique: it returns the first item, not the last."
@@ -20,7 +20,7 @@ def refined(code: str) -> str:
 async def _episode(script, **cfg):  # type: ignore[no-untyped-def]
     model = ScriptedModel(script)
     cfg.setdefault("graph", "reflexion")
-    traj = await run_episode(cfg.pop("task", TASK), RunConfig(**cfg), model, build_reflexion_graph(), "run")
+    [traj] = await run_episode(cfg.pop("task", TASK), RunConfig(**cfg), model, build_reflexion_graph(), "run")
     return traj, model
 
 

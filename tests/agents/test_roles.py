@@ -15,7 +15,7 @@ from agents.roles.world_model import WorldModel
 from autodidact import registry
 from autodidact.errors import ConfigError
 from autodidact.types import SamplingParams
-from tests.agents.test_solver_graph import ScriptedModel
+from tests.agents.scripted import ScriptedModel
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

@@ -1,4 +1,4 @@
-"""The solver graph's control flow, pinned down with a scripted model and the real code environment."""
+"""The react graph's control flow, pinned down with a scripted model and the real code environment."""
 
 from __future__ import annotations
 
@@ -8,52 +8,19 @@ from typing import Any
 
 import pytest
 
-from agents.graphs.solver import build_solver_graph
+from agents.graphs.react import build_react_graph
 from agents.roles.solver import parse_code_action
 from agents.rollout import RunConfig, run_episode, run_rollout
 from autodidact import registry
-from autodidact.types import Completion, Message, Observation, SamplingParams, Task
+from autodidact.types import Observation, Task
 from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
-
-GOOD = "```python\ndef last(xs):\n    return xs[-1]\n```"
-WRONG = "```python\ndef last(xs):\n    return xs[0]\n```"
-
-
-class ScriptedModel:
-    """Answers from a script; an Exception in the script is raised, 'HANG' sleeps, 'ERROR' is a backend fault."""
-
-    name = "scripted"
-
-    def __init__(self, script: Sequence[str | BaseException]) -> None:
-        self.script = list(script)
-        self.seen: list[list[Message]] = []
-
-    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
-        out = []
-        for conv in conversations:
-            self.seen.append(list(conv))
-            item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
-            if isinstance(item, BaseException):
-                raise item
-            if item == "HANG":
-                await asyncio.sleep(3600)
-            if item == "ERROR":
-                out.append(Completion(text="", finish_reason="error", error="server returned 500 after 5 attempts"))
-            else:
-                out.append(Completion(text=item, token_ids=(1, 2), logprobs=(-0.1, -0.2)))
-        return out
-
-    async def aclose(self) -> None:
-        pass
-
-
-TASK = load_suite("bundled")[0]  # last(xs)
+from tests.agents.scripted import GOOD, TASK, WRONG, ScriptedModel
 
 
 async def _episode(script: Sequence[str | BaseException], **cfg):  # type: ignore[no-untyped-def]
     model = ScriptedModel(script)
-    traj = await run_episode(TASK, RunConfig(**cfg), model, build_solver_graph(), "run")
+    [traj] = await run_episode(TASK, RunConfig(**cfg), model, build_react_graph(), "run")
     return traj, model
 
 
@@ -151,3 +118,34 @@ async def test_a_hung_environment_step_ends_the_episode_with_the_step_recorded()
     assert t.error == "environment: the step took longer than 0.3 s (step_timeout_s)" and not t.success
     [step] = t.steps
     assert step.completion == GOOD and step.action is not None and step.error == t.error
+
+
+async def test_an_interrupted_run_resumes_from_its_checkpoints(tmp_path: Any) -> None:
+    cfg = RunConfig(samples_per_task=2, max_steps=2, concurrency=1, run_id="r1")
+    with open_store(str(tmp_path / "t.db")) as store:
+        # Episode 1 is solved and stored; episode 2 gets feedback, then its model hangs: the run is killed.
+        first = ScriptedModel([GOOD, WRONG, "HANG"])
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run_rollout(cfg, first, store, tasks=[TASK], progress=False), 3)
+        assert store.count(TrajectoryQuery(run_id="r1")) == 1
+        second = ScriptedModel([GOOD])
+        result = await run_rollout(cfg, second, store, tasks=[TASK], progress=False, resume=True)
+        assert result.skipped == 1 and len(result.episodes) == 1
+        [t] = result.episodes
+        # It went on from the checkpoint: the wrong answer's feedback is in the only new call.
+        assert [s.completion for s in t.steps] == [WRONG, GOOD] and t.success
+        [prompt] = second.seen
+        assert [m.role for m in prompt] == ["system", "user", "assistant", "user"] and "AssertionError" in prompt[
+            3
+        ].content
+        assert store.count(TrajectoryQuery(run_id="r1")) == 2
+
+
+def test_graph_options_are_checked_against_the_graph() -> None:
+    from agents.rollout import graph_context
+    from autodidact.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"graph_options \['rounds'\] are not settings of graph 'react'"):
+        graph_context(RunConfig(graph_options={"rounds": 3}))
+    with pytest.raises(ValueError, match=r"roles\.solver"):
+        RunConfig(roles={"solver": {"model": "x"}})

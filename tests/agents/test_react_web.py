@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from agents.graphs.solver import build_solver_graph
+from agents.graphs.react import build_react_graph
 from agents.roles.solver import parse_action, system_prompt
 from agents.rollout import RunConfig, run_episode, run_rollout
 from environments.tasks import load_suite
 from memory.base import open_store
-from tests.agents.test_solver_graph import ScriptedModel
+from tests.agents.scripted import ScriptedModel
 
 
 def _task(name: str):  # type: ignore[no-untyped-def]
@@ -50,7 +50,9 @@ def test_web_runs_default_to_many_short_steps() -> None:
 async def test_a_multi_step_web_episode_is_recorded_step_by_step() -> None:
     # enter-text: a bad answer, then type by name, then click Submit by name.
     model = ScriptedModel(["I would type the name.", 'type("textbox", "x")', 'click("Submit")'])
-    traj = await run_episode(_task("enter-text"), RunConfig(env="web", max_steps=5), model, build_solver_graph(), "run")
+    [traj] = await run_episode(
+        _task("enter-text"), RunConfig(env="web", max_steps=5), model, build_react_graph(), "run"
+    )
     assert [s.role for s in traj.steps] == ["solver"] * 3
     first, second, third = traj.steps
     assert first.error and first.error.startswith("parse:") and "Error: no action found" in first.observation.text
