@@ -229,7 +229,8 @@ async def run_episode(
     )
     out = []
     for i, path in enumerate(paths):
-        last = path.steps[-1] if path.steps else None
+        ran = acted(path.steps)
+        last = ran[-1] if ran else None  # the last step the environment answered
         reward = last.reward if last else 0.0
         out.append(
             Trajectory(

@@ -24,9 +24,13 @@ def register_all() -> None:
     register("role", "reviewer", "agents.roles.reviewer:Reviewer")
     register("role", "refiner", "agents.roles.refiner:Refiner")
     register("role", "world_model", "agents.roles.world_model:WorldModel")
+    register("role", "judge", "agents.roles.judge:Judge")
 
     register("graph", "react", "agents.graphs.react:build_react_graph")
     register("graph", "reflexion", "agents.graphs.reflexion:build_reflexion_graph")
+    register("graph", "mcts", "agents.graphs.mcts:build_mcts_graph")
+    register("graph", "magicore", "agents.graphs.magicore:build_magicore_graph")
+    register("graph", "lookahead", "agents.graphs.lookahead:build_lookahead_graph")
 
     register("model", "transformers", "agents.llm.hf_local:TransformersChatModel")
     register("model", "openai", "agents.llm.openai_compat:OpenAIChatModel")

@@ -143,6 +143,11 @@ async def propose(
     return steps
 
 
+def explore(ctx: SolverContext, temperature: float) -> SamplingParams:
+    """The solver's sampling, at ``temperature`` or hotter: for drawing several different answers."""
+    return ctx.sampling.model_copy(update={"temperature": max(temperature, ctx.sampling.temperature)})
+
+
 def distinct(steps: Sequence[Step], seen: Sequence[Action] = ()) -> list[Step]:
     """The steps whose actions differ from each other and from ``seen`` (first kept)."""
     keys = {_key(a) for a in seen}

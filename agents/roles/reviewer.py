@@ -2,7 +2,8 @@
 
 Output :class:`Review` (``score`` in 0..1, ``critique``). The parser reads a JSON object, or
 ``Score:`` / ``Critique:`` lines; a score may be written ``7``, ``7/10``, ``0.7`` or ``70%``
-(a bare number above 1 is read out of 10, above 10 out of 100). No score is a parse error;
+(a whole number or one above 1 is read out of 10, above 10 out of 100; a
+fraction like ``0.7`` as it is). No score is a parse error;
 text without a ``Critique:`` label is taken as the critique.
 
 Example:
@@ -42,7 +43,7 @@ def read_score(text: str) -> float | None:
         value /= float(match.group(3)) or 1.0
     elif value > 10:
         value /= 100
-    elif value > 1:
+    elif value > 1 or "." not in match.group(1):  # the prompts ask for 0..10: a whole number is out of 10
         value /= 10
     return min(1.0, max(0.0, value))
 

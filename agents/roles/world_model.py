@@ -1,4 +1,4 @@
-"""The world model role: predicts the next observation of a web page after an action.
+"""The world model role: predicts the next observation after an action (a web page, test output).
 
 Output :class:`Prediction` (``observation``: the predicted page text, in the environment's
 own format). The parser keeps the answer's text, minus a leading ``Next page:`` label and
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from agents.roles.base import Parsed, Role
 from autodidact.types import SamplingParams
 
-_LABEL = re.compile(r"(?i)^\s*(next page|predicted page|page)\s*:\s*")
+_LABEL = re.compile(r"(?i)^\s*(next page|predicted page|page|next)\s*:\s*")
 
 
 class Prediction(BaseModel):

@@ -1,0 +1,110 @@
+"""The magicore and lookahead graphs: several candidates per decision, judged before one is run.
+Control flow with a scripted model on the code and web environments."""
+
+from __future__ import annotations
+
+from agents.graphs.lookahead import build_lookahead_graph
+from agents.graphs.magicore import build_magicore_graph
+from agents.rollout import RunConfig, run_episode
+from environments.tasks import load_suite
+from tests.agents.scripted import GOOD, TASK, WRONG, ScriptedModel
+
+
+def refined(code: str) -> str:
+    return f"Reflection: return xs[-1], the last item.\nAnswer:\n{code}"
+
+
+async def _episode(graph: str, script, **cfg):  # type: ignore[no-untyped-def]
+    model = ScriptedModel(script)
+    build = {"magicore": build_magicore_graph, "lookahead": build_lookahead_graph}[graph]
+    [traj] = await run_episode(cfg.pop("task", TASK), RunConfig(graph=graph, **cfg), model, build(), "run")
+    return traj, model
+
+
+def acted(traj):  # type: ignore[no-untyped-def]
+    return [s for s in traj.steps if s.observation is not None]
+
+
+# -- magicore -------------------------------------------------------------------------------------
+
+
+async def test_magicore_easy_decision_takes_the_weighted_vote_without_refining() -> None:
+    t, _ = await _episode("magicore", [WRONG, WRONG, GOOD, "Score: 3\nCritique: first item", "Score: 9\nCritique: ok"])
+    assert [s.role for s in t.steps] == ["solver"] * 3 + ["reviewer"] * 2  # one review per distinct answer
+    assert t.success and [s.index for s in acted(t)] == [2]  # 0.9 × 1 vote beats 0.3 × 2 votes
+    assert t.steps[3].output == {"score": 0.3, "critique": "first item"}
+    assert all(s.observation is None for s in t.steps[:2])  # samples that were not run
+    assert [s.index for s in t.steps] == list(range(len(t.steps)))
+
+
+async def test_magicore_refines_a_hard_decision_until_the_reviewer_is_satisfied() -> None:
+    script = [WRONG] * 3 + ["Score: 2\nCritique: returns the first item", refined(GOOD), "Score: 9\nCritique: right"]
+    t, model = await _episode("magicore", script)
+    assert [s.role for s in t.steps] == ["solver"] * 3 + ["reviewer", "refiner", "reviewer"]
+    [run] = acted(t)
+    assert run.role == "refiner" and run.index == 4 and t.success
+    refine_prompt = model.seen[4][-1].content
+    assert "returns the first item" in refine_prompt and "(not run yet)" in refine_prompt
+
+
+async def test_magicore_stops_refining_when_a_rewrite_is_no_better() -> None:
+    script = [WRONG] * 3 + ["Score: 5\nCritique: hmm", refined(WRONG.replace("0", "1")), "Score: 2\nCritique: worse"]
+    t, _ = await _episode("magicore", script, graph_options={"rounds": 3})
+    assert [s.role for s in t.steps] == ["solver"] * 3 + ["reviewer", "refiner", "reviewer"]  # one rewrite only
+    [run] = acted(t)
+    assert run.role == "solver" and run.index == 0 and not t.success
+
+
+async def test_magicore_rewrites_at_most_rounds_times() -> None:
+    better = [refined(WRONG), "Score: 2", refined(WRONG), "Score: 3", refined(WRONG), "Score: 4"]
+    t, _ = await _episode("magicore", [WRONG] * 3 + ["Score: 1\nCritique: no", *better], graph_options={"rounds": 2})
+    assert [s.role for s in t.steps].count("refiner") == 2 and len(acted(t)) == 1
+
+
+async def test_magicore_model_failure_and_garbage_are_recorded() -> None:
+    t, _ = await _episode("magicore", ["ERROR"])
+    assert t.error and "500" in t.error and not t.success
+    t, _ = await _episode("magicore", [WRONG, WRONG, WRONG, "no idea", refined(GOOD), "Score: 10"])
+    assert t.steps[3].error and t.steps[3].error.startswith("parse:")  # the unreadable review counts as 0
+    assert t.success  # and the decision was refined
+
+
+# -- lookahead ------------------------------------------------------------------------------------
+
+
+async def test_lookahead_predicts_and_judges_each_distinct_candidate_then_runs_the_best() -> None:
+    script = [
+        WRONG,
+        GOOD,
+        WRONG,
+        "Next:\nAssertionError",
+        "Score: 1\nCritique: fails",
+        "Next:\nall tests pass",
+        "Score: 9\nCritique: right",
+    ]
+    t, model = await _episode("lookahead", script)
+    assert [s.role for s in t.steps] == ["solver"] * 3 + ["world_model", "judge"] * 2
+    assert t.success and [s.index for s in acted(t)] == [1]
+    assert t.steps[5].output == {"observation": "all tests pass"}
+    judge_prompt = model.seen[6][-1].content
+    assert "all tests pass" in judge_prompt and "return xs[-1]" in judge_prompt
+
+
+async def test_lookahead_skips_imagining_when_the_candidates_agree() -> None:
+    t, _ = await _episode("lookahead", [GOOD, GOOD, GOOD])
+    assert [s.role for s in t.steps] == ["solver"] * 3 and t.success
+
+
+async def test_lookahead_model_failure_is_recorded() -> None:
+    t, _ = await _episode("lookahead", ["ERROR"])
+    assert t.error and not t.success and t.steps[0].error
+
+
+async def test_lookahead_on_the_web_runs_the_judged_best_click_each_step() -> None:
+    [task] = [t for t in load_suite("miniwob") if t.payload["name"] == "click-button"]
+    step = ['click("e1")', 'click("e2")', "Next:\npage", "Score: 2", "Next:\npage", "Score: 8"]
+    t, model = await _episode("lookahead", step * 2, env="web", task=task, max_steps=2, graph_options={"candidates": 2})
+    runs = acted(t)
+    assert len(runs) == 2 and all(r.action and r.action.args.get("ref") == "e2" for r in runs)
+    assert [s.role for s in t.steps] == (["solver"] * 2 + ["world_model", "judge"] * 2) * 2
+    assert "[e" in model.seen[2][-1].content  # the world model saw the real page
