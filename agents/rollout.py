@@ -7,8 +7,8 @@ the store as soon as it ends (one transaction per trajectory). Nothing an episod
 backend fault, a timeout, a crash in a node — stops the run: the episode is recorded with
 its error and the run goes on. A rich progress bar shows the live success rate.
 
-Each episode's graph state is checkpointed (LangGraph's SQLite saver, WAL, under
-``$AUTODIDACT_HOME``) after every node, keyed by the episode's id, which is derived from the
+Each episode's graph state is checkpointed (LangGraph's SQLite saver, WAL, in
+``$AUTODIDACT_HOME/checkpoints.sqlite``; see :mod:`agents.checkpointer`) after every node, keyed by the episode's id, which is derived from the
 run, the task and the sample number. ``run_rollout(..., resume=True)`` (``autodidact run
 --resume RUN``) skips the episodes already stored and continues interrupted ones from their
 last checkpoint: the environment is reset and the episode's actions replayed, then the
@@ -29,19 +29,20 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agents.checkpointer import open_checkpointer
 from agents.graphs.react import DEFAULT_SAMPLING, SolverContext, TreePath, acted, replay
 from agents.llm.base import ChatModel, resolve_model
 from autodidact import registry
 from autodidact.config import home
 from autodidact.errors import ConfigError
-from autodidact.types import PolicyRef, Record, SamplingParams, Task, Trajectory, new_id
+from autodidact.types import PolicyRef, SamplingParams, Task, Trajectory, new_id
 from environments.tasks import SplitFilter, load_suite
 from memory.base import RunInfo, TrajectoryStore
 
@@ -324,7 +325,7 @@ async def run_rollout(
     )
     async with AsyncExitStack() as stack:
         bindings = await bind_roles(cfg, model, stack)
-        checkpointer = await stack.enter_async_context(_checkpointer()) if cfg.checkpoint else None
+        checkpointer = stack.enter_context(open_checkpointer(home() / "checkpoints.sqlite")) if cfg.checkpoint else None
         graph = registry.make("graph", cfg.graph, checkpointer=checkpointer)
         with bar:
             bar_id = bar.add_task(f"{cfg.graph} · {cfg.suite} · {cfg.model}", total=len(jobs), rate="-")
@@ -346,25 +347,3 @@ async def run_rollout(
             await asyncio.gather(*(one(t, eid) for t, eid in jobs))
     result.seconds = time.perf_counter() - start
     return result
-
-
-@asynccontextmanager
-async def _checkpointer() -> AsyncIterator[Any]:
-    """The episodes' checkpoint store: one SQLite file (WAL) under ``$AUTODIDACT_HOME``.
-
-    Only our own records (and the types LangGraph allows itself) are read back from it.
-    """
-    import aiosqlite
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    path = home() / "checkpoints.sqlite"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    serde = JsonPlusSerializer(allowed_msgpack_modules=[(c.__module__, c.__name__) for c in _records(Record)])
-    async with aiosqlite.connect(str(path)) as conn:
-        yield AsyncSqliteSaver(conn, serde=serde)
-
-
-def _records(cls: type) -> list[type]:
-    subs: list[type] = cls.__subclasses__()
-    return subs + [c for sub in subs for c in _records(sub)]

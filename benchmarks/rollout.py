@@ -9,11 +9,12 @@ environment that answers instantly and ends every episode after ``--steps`` acti
 the HTTP client, and stores every episode in SQLite — the whole framework path except the
 model and a real environment. Printed, measured in this one run:
 
-- episodes/s at concurrency 1, 8 and 64, and the speed-up over concurrency 1 against the ideal
-  N (target: >= 0.8 x N);
-- framework overhead per step at concurrency 1: (episode wall time - the server's delay) /
-  steps through HTTP, and the run's wall time per step with an in-process model that answers
-  at once (no HTTP): graph + runner + store alone (target: <= 2 ms per step).
+- episodes/s at concurrency 1, 8 and 64 through HTTP, with the episodes' graph checkpoints on
+  (the default) and off, and the speed-up over concurrency 1 against the ideal N (target:
+  >= 0.8 x N); then 64 at once with the same delay in process (no HTTP);
+- framework overhead per step, with an in-process model that answers at once: the run's
+  wall time per step (from runs of 2- and 10-step episodes, so that per-episode costs — the
+  environment, the store's write — are apart), checkpoints on and off (target: <= 2 ms).
 """
 
 from __future__ import annotations
@@ -92,10 +93,19 @@ def serve(port_file: str, delay: float) -> None:
             time.sleep(3600)
 
 
-async def measure(model: object, concurrency: int, episodes: int, steps: int, store_path: str) -> tuple[float, float]:
+async def measure(
+    model: object,
+    concurrency: int,
+    episodes: int,
+    steps: int,
+    store_path: str,
+    *,
+    checkpoint: bool = True,
+    env: str = "instant",
+) -> tuple[float, float]:
     """(episodes/s, mean episode wall seconds) for one rollout."""
     tasks = [Task(id=f"bench/{i}", suite="bench", prompt="p") for i in range(episodes)]
-    cfg = RunConfig(env="instant", max_steps=steps, concurrency=concurrency, episode_timeout_s=600)
+    cfg = RunConfig(env=env, max_steps=steps, concurrency=concurrency, episode_timeout_s=600, checkpoint=checkpoint)
     with open_store(store_path) as store:
         t = time.perf_counter()
         result = await run_rollout(cfg, model, store, tasks=tasks, progress=False)  # type: ignore[arg-type]
@@ -123,6 +133,7 @@ async def main() -> None:
         return
     registry.register("environment", "instant", "__main__:InstantEnvironment", steps=args.steps)
     tmp = tempfile.mkdtemp(prefix="autodidact-bench-rollout-")
+    os.environ["AUTODIDACT_HOME"] = tmp  # the episodes' graph checkpoints go here
     port_file = os.path.join(tmp, "root")
     server = subprocess.Popen([sys.executable, __file__, "--serve", port_file, "--delay", str(args.delay)])
     try:
@@ -135,24 +146,34 @@ async def main() -> None:
         client = OpenAIConfig(base_url=root + "/v1", model="delay", concurrency=64, timeout_s=60).build()
         await measure(client, 8, 16, args.steps, os.path.join(tmp, "warm.db"))  # warm up connections, imports
         print(f"model server: {args.delay * 1000:.0f} ms per answer; {args.steps} steps per episode")
-        print(f"{'concurrency':>12}{'episodes':>10}{'episodes/s':>12}{'speed-up':>10}{'ideal':>7}{'ratio':>7}")
-        base = 0.0
-        for n in (1, 8, 64):
-            episodes = max(8 * n, args.episodes) if n > 1 else max(8, args.episodes // 8)
-            rate, mean_s = await measure(client, n, episodes, args.steps, os.path.join(tmp, f"c{n}.db"))
-            if n == 1:
-                base = rate
-                http_overhead = (mean_s - args.steps * args.delay) / args.steps
-            print(f"{n:>12}{episodes:>10}{rate:>12.2f}{rate / base:>10.2f}{n:>7}{rate / base / n:>7.2f}")
+        print(f"{'checkpoints':>12}{'concurrency':>12}{'episodes':>10}{'episodes/s':>12}{'speed-up':>10}{'ratio':>7}")
+        for checkpoint in (True, False):
+            base = 0.0
+            for n in (1, 8, 64):
+                episodes = max(8 * n, args.episodes) if n > 1 else max(8, args.episodes // 8)
+                db = os.path.join(tmp, f"c{n}{checkpoint}.db")
+                rate, _ = await measure(client, n, episodes, args.steps, db, checkpoint=checkpoint)
+                base = base or rate
+                on = "on" if checkpoint else "off"
+                print(f"{on:>12}{n:>12}{episodes:>10}{rate:>12.2f}{rate / base:>10.2f}{rate / base / n:>7.2f}")
         await client.aclose()
-        instant = DelayModel(0.0)
-        rate, mean_s = await measure(instant, 1, 64, args.steps, os.path.join(tmp, "instant.db"))
-        print(
-            f"overhead per step at concurrency 1: {http_overhead * 1000:.2f} ms with the HTTP client "
-            f"(episode time minus {args.delay * 1000:.0f} ms per call); {1000 / (rate * args.steps):.2f} ms with an "
-            f"in-process instant model (run wall time per step: graph + runner + store; {mean_s / args.steps * 1000:.2f} ms "
-            "of it inside the episode) (target <= 2 ms)"
-        )
+        delay = DelayModel(args.delay)  # the same model in process: what HTTP costs at 64
+        rate, _ = await measure(delay, 64, max(512, args.episodes), args.steps, os.path.join(tmp, "inproc.db"))
+        print(f"in process, no HTTP, checkpoints on, concurrency 64: {rate:.2f} episodes/s")
+        print("framework overhead per step (in-process instant model; 64 episodes of 2 and of 10 steps):")
+        for checkpoint in (True, False):
+            seconds = {}
+            for steps in (2, 10):
+                registry.register("environment", f"instant{steps}", "__main__:InstantEnvironment", steps=steps)
+                db = os.path.join(tmp, f"i{steps}{checkpoint}.db")
+                rate, _ = await measure(DelayModel(0.0), 1, 64, steps, db, checkpoint=checkpoint, env=f"instant{steps}")
+                seconds[steps] = 1 / rate
+            per_step = (seconds[10] - seconds[2]) / 8
+            fixed = seconds[2] - 2 * per_step
+            print(
+                f"  checkpoints {'on ' if checkpoint else 'off'}: {per_step * 1000:.2f} ms per step "
+                f"+ {fixed * 1000:.2f} ms per episode (environment, store write) (target <= 2 ms per step)"
+            )
     finally:
         server.terminate()
         server.wait(timeout=10)

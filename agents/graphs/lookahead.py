@@ -80,13 +80,13 @@ async def imagine(state: LookaheadState, runtime: Runtime[LookaheadContext]) -> 
     return {"steps": [s for guess, verdict, _ in looks for s in (guess, verdict)], "pending": options[best]}
 
 
-def _after_propose(state: LookaheadState) -> str:
+async def _after_propose(state: LookaheadState) -> str:
     if state.get("done"):
         return END
     return "act" if state.get("pending") is not None else "imagine"
 
 
-def _after_act(state: LookaheadState) -> str:
+async def _after_act(state: LookaheadState) -> str:
     return END if state.get("done") else "propose"
 
 

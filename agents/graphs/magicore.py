@@ -128,15 +128,15 @@ def _settle(ctx: MagicoreContext, answer: Step, score: float, *, rounds: int, st
     return {"settled": False}
 
 
-def _after_sample(state: MagicoreState) -> str:
+async def _after_sample(state: MagicoreState) -> str:
     return END if state.get("done") else "review"
 
 
-def _after_judging(state: MagicoreState) -> str:
+async def _after_judging(state: MagicoreState) -> str:
     return "act" if state.get("settled") else "refine"
 
 
-def _after_act(state: MagicoreState) -> str:
+async def _after_act(state: MagicoreState) -> str:
     return END if state.get("done") else "sample"
 
 

@@ -316,13 +316,13 @@ async def finish(state: MCTSState, runtime: Runtime[MCTSContext]) -> dict[str, A
     return {"paths": paths, "steps": list(paths[0].steps), "done": True, "error": error}
 
 
-def _after_move(state: MCTSState) -> str:
+async def _after_move(state: MCTSState) -> str:
     node = state["tree"][state["current"]]
     # an expanded node still current means its expansion added nothing new: it is a leaf too
     return "backup" if _terminal(node) or node.expanded else "simulate"
 
 
-def _after_backup(state: MCTSState) -> str:
+async def _after_backup(state: MCTSState) -> str:
     return "finish" if state.get("done") else "select"
 
 

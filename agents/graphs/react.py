@@ -1,8 +1,8 @@
 """The react graph: prompt → model → parse → environment, until the episode ends.
 
-A LangGraph ``StateGraph`` with three nodes — ``reset`` (start the episode), ``solve`` (one
-model call, parsed into an action) and ``act`` (the environment's step) — and its edges in
-:func:`build_react_graph`. The model, the environment and the sampling settings reach the
+A LangGraph ``StateGraph`` with two nodes — ``reset`` (start the episode) and ``turn`` (one
+model call parsed into an action, ``solve``, then the environment's step on it, ``act``),
+looping until the episode ends — and its edges in :func:`build_react_graph`. The model, the environment and the sampling settings reach the
 nodes through the runtime context (:class:`SolverContext`), never through globals.
 
 Every model call becomes a :class:`~autodidact.types.Step` with the messages sent, the
@@ -218,27 +218,32 @@ async def act(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, 
     return update
 
 
+async def turn(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
+    """``solve`` then ``act``, as one node: the react graph's loop body. (One node a step
+    instead of two halves LangGraph's cost per step; a resumed episode redoes at most the
+    model call of the step it was in.)"""
+    update = await solve(state, runtime)
+    if update.get("done"):
+        return update
+    return await act({**state, **update}, runtime)  # type: ignore[typeddict-item]
+
+
 def acted(steps: Sequence[Step]) -> list[Step]:
     """The steps that acted on the environment (they carry its observation)."""
     return [s for s in steps if s.action is not None and s.observation is not None]
 
 
-def _after_solve(state: SolverState) -> str:
-    return END if state.get("done") else "act"
-
-
-def _after_act(state: SolverState) -> str:
-    return END if state.get("done") else "solve"
+# Routing functions are async on purpose: LangGraph runs a plain function in a thread pool.
+async def _after_turn(state: SolverState) -> str:
+    return END if state.get("done") else "turn"
 
 
 def build_react_graph(checkpointer: Any = None) -> Any:
     """Compile the react graph (optionally with a LangGraph checkpointer)."""
     g = StateGraph(SolverState, context_schema=SolverContext)
     g.add_node("reset", reset)
-    g.add_node("solve", solve)
-    g.add_node("act", act)
+    g.add_node("turn", turn)
     g.add_edge(START, "reset")
-    g.add_edge("reset", "solve")
-    g.add_conditional_edges("solve", _after_solve, ["act", END])
-    g.add_conditional_edges("act", _after_act, ["solve", END])
+    g.add_edge("reset", "turn")
+    g.add_conditional_edges("turn", _after_turn, ["turn", END])
     return g.compile(checkpointer=checkpointer)

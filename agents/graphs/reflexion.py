@@ -119,15 +119,15 @@ async def refine(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> d
     return update
 
 
-def _after_start(state: ReflexionState) -> str:
+async def _after_start(state: ReflexionState) -> str:
     return "act" if state.get("pending") is not None else "solve"
 
 
-def _after_solve(state: ReflexionState) -> str:
+async def _after_solve(state: ReflexionState) -> str:
     return END if state.get("done") else "act"
 
 
-def _after_act(state: ReflexionState) -> str:
+async def _after_act(state: ReflexionState) -> str:
     if not state.get("done"):
         return "solve"
     if _solved(state) or state.get("error") or state.get("round", 0) >= state.get("rounds", 0):
