@@ -2,7 +2,8 @@
 
 This module owns :class:`OpenAIChatModel`, the :class:`~agents.llm.base.ChatModel` that talks
 to a vLLM or SGLang server, Ollama, llama.cpp's server, a hosted API, or ``autodidact serve``
-over :mod:`httpx`. One conversation is one request; a batch is sent concurrently, at most
+over :mod:`agents.llm.http` (a lean HTTP/1.1 client: at 64 requests in flight httpx's own
+CPU had bounded the rollout rate; no proxies). One conversation is one request; a batch is sent concurrently, at most
 ``concurrency`` requests in flight per model object.
 
 What it does for a caller:
@@ -36,9 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
-
 from agents.llm.base import OpenAIConfig
+from agents.llm.http import HTTPClient, HTTPTransportError, Response
 from autodidact.errors import ModelServerError
 from autodidact.types import Completion, Message, SamplingParams
 
@@ -61,7 +61,7 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
 
 
-def _error_text(resp: httpx.Response) -> str:
+def _error_text(resp: Response) -> str:
     """The message of an error response: OpenAI's ``{"error": {"message"}}``, vLLM's older
     ``{"message"}``, FastAPI's ``{"detail"}``, or else the raw body."""
     try:
@@ -90,7 +90,7 @@ def _normalize_base_url(url: str) -> str:
     return url
 
 
-def _retry_after_s(headers: httpx.Headers) -> float | None:
+def _retry_after_s(headers: dict[str, str]) -> float | None:
     """Seconds asked for by a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
     raw = headers.get("retry-after")
     if raw is None:
@@ -106,12 +106,13 @@ def _retry_after_s(headers: httpx.Headers) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
 
 
+def _proxy_set() -> bool:
+    return any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"))
+
+
 def _finish_reason(raw: Any) -> Literal["stop", "length"]:
     # OpenAI: stop | length | tool_calls | content_filter; vLLM and others add "eos", "abort", None.
     return "length" if raw == "length" else "stop"
-
-
-_POOL = 8  # connections per httpx pool (see OpenAIChatModel._http)
 
 
 class OpenAIChatModel:
@@ -142,8 +143,7 @@ class OpenAIChatModel:
         self.model = config.model
         self.name = f"openai:{self.model or '?'}"
         self._disabled: set[str] = set()  # optional fields this server rejected
-        self._clients: list[httpx.AsyncClient] = []
-        self._next_client = 0
+        self._client: HTTPClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._discover_lock: asyncio.Lock | None = None
@@ -155,39 +155,28 @@ class OpenAIChatModel:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pools; the object can still be used afterwards (they reopen)."""
-        clients, self._clients = self._clients, []
-        for client in clients:
+        """Close the connection pool; the object can still be used afterwards (it reopens)."""
+        client, self._client = self._client, None
+        if client is not None:
             await client.aclose()
 
     # --- plumbing -----------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
-        """The next of a few small connection pools, in turn.
-
-        One pool of N connections costs O(N) work per queued request to assign connections
-        (httpcore), which made 64 requests in flight CPU-bound in the client; pools of at most
-        ``_POOL`` connections keep that constant. A pool and its asyncio primitives belong to one
-        event loop; a new loop (a second asyncio.run) gets new ones rather than failing on the
-        old loop's connections.
-        """
+    def _http(self) -> HTTPClient:
+        """The connection pool (``concurrency`` connections). A pool and its asyncio primitives
+        belong to one event loop; a new loop (a second asyncio.run) gets new ones rather than
+        failing on the old loop's connections."""
         loop = asyncio.get_running_loop()
-        if not self._clients or self._client_loop is not loop:
+        if self._client is None or self._client_loop is not loop:
             headers = {}
             key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            pools = -(-self.config.concurrency // _POOL)
-            size = -(-self.config.concurrency // pools)
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            self._clients = [
-                httpx.AsyncClient(timeout=self.config.timeout_s, headers=headers, limits=limits) for _ in range(pools)
-            ]
+            self._client = HTTPClient(self.base_url, max_connections=self.config.concurrency, headers=headers)
             self._client_loop = loop
             self._semaphore = asyncio.Semaphore(self.config.concurrency)
             self._discover_lock = asyncio.Lock()
-        self._next_client = (self._next_client + 1) % len(self._clients)
-        return self._clients[self._next_client]
+        return self._client
 
     def _delay_s(self, retry: int) -> float:
         """Backoff before retry number ``retry`` (1-based): doubling, with ±25% jitter."""
@@ -207,24 +196,25 @@ class OpenAIChatModel:
             wait: float | None = None
             try:
                 async with asyncio.timeout(self.config.timeout_s):
-                    resp = await client.request(method, url, json=body)
-            except (httpx.TimeoutException, TimeoutError):
+                    resp = await client.request(method, path, body)
+            except TimeoutError:
                 problem = (
                     f"model server {url} did not answer within {self.config.timeout_s:g}s after {_attempts(attempts)}; "
                     "it may be overloaded or the answer too long: raise timeout_s, or lower concurrency or max_tokens"
                 )
-            except httpx.TransportError as e:
+            except HTTPTransportError as e:
                 problem = (
                     f"cannot reach model server {url} after {_attempts(attempts)} ({type(e).__name__}: {e}); "
                     "is the server running? check base_url, or start one with `autodidact serve`"
+                    + ("; note that HTTP(S)_PROXY is not used by this client" if _proxy_set() else "")
                 )
             else:
-                if resp.status_code < 400:
+                if resp.status < 400:
                     try:
                         data = resp.json()
                     except ValueError:
                         return _Failure(
-                            f"model server {url} answered {resp.status_code} with a body that is not JSON: "
+                            f"model server {url} answered {resp.status} with a body that is not JSON: "
                             f"{_excerpt(resp.text)}; is base_url an OpenAI-compatible endpoint (usually ending in /v1)?",
                             attempts,
                         )
@@ -234,7 +224,7 @@ class OpenAIChatModel:
                         )
                     return data
                 text = _error_text(resp)
-                if resp.status_code in (400, 422) and body is not None:
+                if resp.status in (400, 422) and body is not None:
                     rejected = [f for f in _OPTIONAL_FIELDS if f in body and f in text.lower()]
                     if rejected:
                         # The server does not know an optional extra: drop it for good and ask again.
@@ -243,12 +233,10 @@ class OpenAIChatModel:
                             self._disabled.add(f)
                         attempts -= 1
                         continue
-                if resp.status_code != 429 and resp.status_code < 500:
-                    return _Failure(self._client_error(url, resp.status_code, text), attempts)
-                problem = (
-                    f"model server {url} returned {resp.status_code} after {_attempts(attempts)}: {_excerpt(text)}"
-                )
-                if resp.status_code == 429:
+                if resp.status != 429 and resp.status < 500:
+                    return _Failure(self._client_error(url, resp.status, text), attempts)
+                problem = f"model server {url} returned {resp.status} after {_attempts(attempts)}: {_excerpt(text)}"
+                if resp.status == 429:
                     problem += "; it is rate-limiting: lower concurrency or raise max_retries/backoff_s"
                 else:
                     problem += "; check the server's log"
@@ -412,15 +400,15 @@ class OpenAIChatModel:
         client = self._http()
         url = f"{self.base_url}/{endpoint}"
         try:
-            resp = await client.post(url, json=body)
-        except httpx.TransportError as e:
+            resp = await client.request("POST", f"/{endpoint}", body)
+        except HTTPTransportError as e:
             raise ModelServerError(f"cannot {what}: model server {url} unreachable ({type(e).__name__}: {e})") from e
-        if resp.status_code in (404, 405):
+        if resp.status in (404, 405):
             raise ModelServerError(
-                f"cannot {what}: {url} does not exist ({resp.status_code}); start vLLM with --enable-lora and "
+                f"cannot {what}: {url} does not exist ({resp.status}); start vLLM with --enable-lora and "
                 "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, or use a backend that loads adapters"
             )
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             raise ModelServerError(
-                f"cannot {what}: model server {url} returned {resp.status_code}: {_excerpt(_error_text(resp))}"
+                f"cannot {what}: model server {url} returned {resp.status}: {_excerpt(_error_text(resp))}"
             )
