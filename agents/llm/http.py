@@ -80,6 +80,7 @@ class HTTPClient:
             raise ValueError(f"{base_url!r} is not an http:// or https:// URL")
         self.host = url.hostname
         self.tls = url.scheme == "https"
+        self._ssl = ssl.create_default_context() if self.tls else None  # loading the CA store is slow: once
         self.port = url.port or (443 if self.tls else 80)
         self.prefix = url.path.rstrip("/")
         default_port = self.port == (443 if self.tls else 80)
@@ -137,7 +138,7 @@ class HTTPClient:
             reader, writer = await asyncio.open_connection(
                 self.host,
                 self.port,
-                ssl=ssl.create_default_context() if self.tls else None,
+                ssl=self._ssl,
                 limit=_MAX_HEADER_BYTES,
             )
         except OSError as e:

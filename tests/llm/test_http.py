@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +183,22 @@ async def test_at_most_max_connections_are_open_and_a_cancelled_request_drops_it
                 await client.request("GET", "/x")
         assert len(client._idle) == 3  # the timed-out request's connection was closed, not pooled
         await client.aclose()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+async def test_https_verifies_the_server_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
+    subprocess.run([*make.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = Server(echo_forever)
+    srv = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=tls)
+    url = f"https://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1"
+    try:
+        with pytest.raises(HTTPTransportError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted yet
+            await HTTPClient(url).request("POST", "/c", {"a": 1})
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted through the system's usual variable
+        assert (await HTTPClient(url).request("POST", "/c", {"a": 1})).json() == {"conn": 1, "got": {"a": 1}}
+    finally:
+        srv.close()
