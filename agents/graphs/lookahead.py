@@ -27,7 +27,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.graphs.react import SolverContext, SolverState, act, distinct, explore, propose, reset
+from agents.graphs.react import SolverContext, SolverState, act, distinct, explore, model_failed, propose, reset
 from agents.roles.judge import Judge
 from agents.roles.world_model import WorldModel
 from autodidact.types import Step
@@ -51,8 +51,8 @@ async def propose_actions(state: LookaheadState, runtime: Runtime[LookaheadConte
     ctx = runtime.context
     sampling = explore(ctx, ctx.explore_temperature)
     steps = await propose(ctx, state["messages"], len(state["steps"]), n=ctx.candidates, sampling=sampling)
-    if steps[0].action is None:  # the model failed
-        return {"steps": steps, "pending": None, "done": True, "error": steps[0].error}
+    if end := model_failed(steps):
+        return end
     options = distinct([s for s in steps if s.error is None]) or steps[:1]  # none parsed: run the first, as react would
     update: dict[str, Any] = {"steps": steps, "candidates": [s.index for s in options]}
     if len(options) == 1:

@@ -31,7 +31,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.graphs.react import SolverContext, SolverState, act, explore, propose, reset
+from agents.graphs.react import SolverContext, SolverState, act, explore, model_failed, propose, reset
 from agents.roles import solver
 from agents.roles.refiner import Refiner
 from agents.roles.reviewer import Reviewer
@@ -67,8 +67,8 @@ async def sample(state: MagicoreState, runtime: Runtime[MagicoreContext]) -> dic
     ctx = runtime.context
     sampling = explore(ctx, ctx.explore_temperature)
     steps = await propose(ctx, state["messages"], len(state["steps"]), n=ctx.samples, sampling=sampling)
-    if steps[0].action is None:  # the model failed
-        return {"steps": steps, "pending": None, "done": True, "error": steps[0].error}
+    if end := model_failed(steps):
+        return end
     return {"steps": steps, "candidates": [s.index for s in steps], "round": 0}
 
 

@@ -143,6 +143,13 @@ async def propose(
     return steps
 
 
+def model_failed(steps: Sequence[Step]) -> dict[str, Any] | None:
+    """The update that ends the episode when :func:`propose` got no answer (else None)."""
+    if steps and steps[0].action is None:
+        return {"steps": list(steps), "pending": None, "done": True, "error": steps[0].error}
+    return None
+
+
 def explore(ctx: SolverContext, temperature: float) -> SamplingParams:
     """The solver's sampling, at ``temperature`` or hotter: for drawing several different answers."""
     return ctx.sampling.model_copy(update={"temperature": max(temperature, ctx.sampling.temperature)})
@@ -184,9 +191,7 @@ async def reset(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str
 
 async def solve(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
     [step] = await propose(runtime.context, state["messages"], len(state["steps"]))
-    if step.action is None:  # the model failed: the episode ends with its error
-        return {"steps": [step], "pending": None, "done": True, "error": step.error}
-    return {"pending": step}
+    return model_failed([step]) or {"pending": step}
 
 
 async def act(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:

@@ -20,11 +20,13 @@ class ScriptedModel:
     def __init__(self, script: Sequence[str | BaseException]) -> None:
         self.script = list(script)
         self.seen: list[list[Message]] = []
+        self.samplings: list[SamplingParams] = []
 
     async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
         out = []
         for conv in conversations:
             self.seen.append(list(conv))
+            self.samplings.append(sampling)
             item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
             if isinstance(item, BaseException):
                 raise item

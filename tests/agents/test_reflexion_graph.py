@@ -64,3 +64,27 @@ async def test_web_trials_restart_from_the_first_page_with_the_reflection() -> N
     assert t.steps[2].action is None  # multi-step trials do not act on the old page
     retry_prompt = model.seen[3][-1].content
     assert "Lessons from your earlier attempts" in retry_prompt and "click the button the goal names" in retry_prompt
+
+
+async def test_roles_run_on_their_own_models_and_sampling() -> None:
+    from contextlib import AsyncExitStack
+
+    from agents.graphs.reflexion import build_reflexion_graph as build
+    from agents.llm.openai_compat import OpenAIChatModel
+    from agents.rollout import Bindings, bind_roles, role_sampling
+
+    cfg = RunConfig(graph="reflexion", roles={"reviewer": {"sampling": {"max_tokens": 7}}})
+    solver, reviewer = ScriptedModel([BAD, refined(GOOD)]), ScriptedModel([REVIEW])
+    bindings = Bindings(models={"reviewer": reviewer}, samplings=role_sampling(cfg))
+    [t] = await run_episode(TASK, cfg, solver, build(), "run", bindings=bindings)
+    assert [s.role for s in t.steps] == ["solver", "reviewer", "refiner"] and t.success
+    assert len(reviewer.seen) == 1 and len(solver.seen) == 2  # the refiner stayed on the run's model
+    assert reviewer.samplings[0].max_tokens == 7 and reviewer.samplings[0].temperature == 0.0
+    assert solver.samplings[1].max_tokens == 384  # the refiner's own default
+
+    url = "http://127.0.0.1:9/v1"
+    two = RunConfig(roles={"reviewer": {"model": url}, "refiner": {"model": url}, "judge": {"model": "embedded"}})
+    async with AsyncExitStack() as stack:
+        bound = await bind_roles(two, solver, stack)
+    assert isinstance(bound.models["reviewer"], OpenAIChatModel) and bound.models["reviewer"] is bound.models["refiner"]
+    assert bound.models["judge"] is solver  # the run's own model spec is not built twice
