@@ -32,7 +32,8 @@ def test_prompt_files_become_messages_with_their_fields_filled(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"uses \{task\}, which the call did not give"):
         Reviewer().messages(attempt="a", feedback="b")
     msgs = Reviewer().messages(task="Add.", attempt="def f(): pass", feedback="1 of 3 tests failed")
-    assert [m.role for m in msgs] == ["system", "user"] and "1 of 3 tests failed" in msgs[1].content
+    assert [m.role for m in msgs] == ["system", "user", "assistant", "user"]  # with its example turn
+    assert "1 of 3 tests failed" in msgs[-1].content and msgs[2].content.startswith("Score: 1")
     bad = tmp_path / "bad.txt"
     bad.write_text("stray\n=== user ===\nx")
     with pytest.raises(ConfigError, match="text before the first"):
@@ -88,7 +89,7 @@ async def test_a_call_is_a_step_with_its_messages_completion_and_errors() -> Non
     assert good.output and good.output.score == 0.3
     assert good.step.role == "reviewer" and good.step.index == 4 and good.step.error is None
     assert good.step.completion == "Score: 3\nCritique: wrong sign." and good.step.token_ids == (1, 2)
-    assert good.step.messages[1].content.startswith("Task:\nt")
+    assert good.step.messages[-1].content.startswith("Task:\nt")
     assert good.step.output == {"score": 0.3, "critique": "wrong sign."}
     unparsed = await Reviewer().call(model, task="t", attempt="a", feedback="f")
     assert unparsed.output is None and unparsed.step.error and unparsed.step.error.startswith("parse: no score")
