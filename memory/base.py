@@ -21,13 +21,14 @@ from __future__ import annotations
 import abc
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autodidact.config import home
-from autodidact.types import Record, Trajectory
+from autodidact.types import Record, Trajectory, new_id
 
 if TYPE_CHECKING:
     import datasets
@@ -62,6 +63,22 @@ class RunSummary(Record):
     successes: int
 
 
+class MemoryEntry(Record):
+    """What agents keep besides trajectories (a reflection, a skill), stored with a vector.
+
+    ``key`` groups entries (a reflection's task id, a skill's name); ``embedder`` names what
+    made the vector, which never changes (a new text is a new entry); ``data`` is the entry's
+    own record as JSON, which may be updated (a skill's usage counts).
+    """
+
+    id: str = Field(default_factory=new_id)
+    kind: str
+    key: str
+    created_at: float = Field(default_factory=time.time)
+    embedder: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrajectoryStore(abc.ABC):
     """Runs and episodes, appended atomically and queried by run, suite, task, success, round."""
 
@@ -90,6 +107,22 @@ class TrajectoryStore(abc.ABC):
     @abc.abstractmethod
     def runs(self) -> list[RunSummary]:
         """Every run with its counts, newest first."""
+
+    @abc.abstractmethod
+    def put_memory(self, entry: MemoryEntry, vector: bytes) -> None:
+        """Insert ``entry`` with its vector (float32 bytes); an id already stored gets the new ``data`` only."""
+
+    @abc.abstractmethod
+    def memory(self, kind: str, *, key: str | None = None, limit: int | None = None) -> list[MemoryEntry]:
+        """Entries of ``kind`` (with ``key``, when given), newest first."""
+
+    @abc.abstractmethod
+    def get_memory(self, entry_ids: Sequence[str]) -> list[MemoryEntry]:
+        """The entries with these ids, in the order given (ids not stored are left out)."""
+
+    @abc.abstractmethod
+    def memory_vectors(self, kind: str, embedder: str, *, after: int = 0) -> list[tuple[int, str, str, bytes]]:
+        """``(seq, id, key, vector)`` of ``kind``'s entries made by ``embedder``, with ``seq > after``, in order."""
 
     @abc.abstractmethod
     def close(self) -> None:

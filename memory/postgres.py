@@ -49,6 +49,7 @@ _DIALECT = _rows.Dialect(
     real="DOUBLE PRECISION",
     boolean="BOOLEAN",
     json="JSONB",
+    blob="BYTEA",
     steps_of_ids="trajectory_id = ANY (ARRAY(SELECT jsonb_array_elements_text(CAST(? AS jsonb))))",
     integrity_error=psycopg.IntegrityError,
     duplicate_marker="trajectories_id_key",

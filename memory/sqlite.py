@@ -36,6 +36,7 @@ _DIALECT = _rows.Dialect(
     real="REAL",
     boolean="INTEGER",
     json="TEXT",
+    blob="BLOB",
     steps_of_ids="trajectory_id IN (SELECT value FROM json_each(?))",
     integrity_error=sqlite3.IntegrityError,
     duplicate_marker="trajectories.id",

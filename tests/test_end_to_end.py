@@ -33,10 +33,17 @@ def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
         bundled = store.query(TrajectoryQuery(run_id="e2e"))
         [he] = store.query(TrajectoryQuery(run_id="e2e-he"))
     assert len(bundled) == 6 and he.task.id == "humaneval/0"
+    with open_store() as store:
+        lessons = store.memory("reflection")
+    failed = [t for t in [*bundled, he] if not t.success]
+    assert len(lessons) == sum(t.steps[-1].output is not None for t in failed)
+    assert {e.data["trajectory_id"] for e in lessons} <= {t.id for t in failed}
     successes = [t for t in bundled if t.success]
     assert successes, "the embedded model solves most bundled one-liners; none passed"
     for t in [*bundled, he]:
-        [step] = t.steps
+        step = t.steps[0]
+        # a failed episode leaves a lesson: the reflector's call is its last step
+        assert [s.role for s in t.steps] == (["solver"] if t.success else ["solver", "reflector"])
         assert t.error is None and step.role == "solver" and step.completion
         assert step.token_ids and step.logprobs and len(step.token_ids) == len(step.logprobs)
         assert step.observation is not None and (step.reward == 1.0 if t.success else 0.0 <= step.reward < 1.0)

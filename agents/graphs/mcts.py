@@ -211,7 +211,7 @@ async def start(state: MCTSState, runtime: Runtime[MCTSContext]) -> dict[str, An
     """Reset the environment; the tree is its root, holding the first conversation."""
     ctx = runtime.context
     obs = await ctx.env.reset(state["task"], seed=ctx.seed)
-    root = Node(id=0, messages=tuple(solver.initial_messages(obs, ctx.env.id)))
+    root = Node(id=0, messages=tuple(solver.with_lessons(solver.initial_messages(obs, ctx.env.id), ctx.lessons)))
     return {
         "observation": obs,
         "tree": [root],

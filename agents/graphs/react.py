@@ -56,6 +56,7 @@ class SolverContext:
     step_timeout_s: float | None = None  # a model call or an environment step that takes longer ends the episode
     models: Mapping[str, ChatModel] = field(default_factory=dict)
     samplings: Mapping[str, SamplingParams] = field(default_factory=dict)
+    lessons: tuple[str, ...] = ()  # recalled reflections, put in the solver's first prompt
 
     def model_for(self, role: str) -> ChatModel:
         return self.models.get(role, self.model)
@@ -184,8 +185,9 @@ async def replay(ctx: SolverContext, task: Task, actions: Sequence[Action]) -> O
 
 
 async def reset(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
-    obs = await runtime.context.env.reset(state["task"], seed=runtime.context.seed)
-    messages = solver.initial_messages(obs, runtime.context.env.id)
+    ctx = runtime.context
+    obs = await ctx.env.reset(state["task"], seed=ctx.seed)
+    messages = solver.with_lessons(solver.initial_messages(obs, ctx.env.id), ctx.lessons)
     return {"observation": obs, "messages": messages, "steps": [], "done": False, "error": None}
 
 

@@ -33,7 +33,7 @@ from agents.graphs.react import SolverContext, SolverState, act, acted, solve
 from agents.roles import solver
 from agents.roles.refiner import Refiner
 from agents.roles.reviewer import Reviewer
-from autodidact.types import Message, Step
+from autodidact.types import Step
 
 
 @dataclass(frozen=True)
@@ -52,20 +52,12 @@ class ReflexionState(SolverState, total=False):
     critique: str
 
 
-def _with_reflections(messages: list[Message], reflections: list[str]) -> list[Message]:
-    if not reflections:
-        return messages
-    lessons = "\n".join(f"- {r}" for r in reflections)
-    last = messages[-1]
-    note = f"Lessons from your earlier attempts at this task:\n{lessons}\n\n"
-    return [*messages[:-1], Message(role=last.role, content=note + last.content)]
-
-
 async def start(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> dict[str, Any]:
     """Reset the environment for a trial (the first, or a retry after a reflection)."""
     ctx = runtime.context
     obs = await ctx.env.reset(state["task"], seed=ctx.seed)
-    messages = _with_reflections(solver.initial_messages(obs, ctx.env.id), state.get("reflections", []))
+    lessons = [*ctx.lessons, *state.get("reflections", [])]
+    messages = solver.with_lessons(solver.initial_messages(obs, ctx.env.id), lessons)
     steps = state.get("steps", [])
     update: dict[str, Any] = {"observation": obs, "messages": messages, "done": False, "error": None}
     update["trial_start"] = len(steps)

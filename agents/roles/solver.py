@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -50,6 +51,17 @@ def initial_messages(observation: Observation, env_id: str = "code") -> list[Mes
     """The conversation that opens an episode: the system prompt, the example turn (web), the task."""
     system, example = _template(env_id)
     return [Message(role="system", content=system), *example, Message(role="user", content=_ask(observation, env_id))]
+
+
+def with_lessons(messages: list[Message], lessons: Sequence[str]) -> list[Message]:
+    """``messages`` with ``lessons`` (reflections from earlier attempts) at the end of the system
+    message, which every later turn keeps (a web turn replaces the page, not the system prompt)."""
+    if not lessons:
+        return messages
+    listed = "\n".join(f"- {lesson}" for lesson in lessons)
+    system = messages[0]
+    note = f"\n\nLessons from earlier attempts at this task and similar ones:\n{listed}"
+    return [Message(role=system.role, content=system.content + note), *messages[1:]]
 
 
 def _ask(observation: Observation, env_id: str) -> str:

@@ -45,6 +45,11 @@ TASKS = {
 }
 
 
+def store_memory(tmp_path: Any) -> list[Any]:
+    with open_store(str(tmp_path / "t.db")) as store:
+        return store.memory("reflection")
+
+
 @pytest.mark.parametrize("env", ["code", "web"])
 @pytest.mark.parametrize("graph", list(OPTIONS))
 async def test_graph_end_to_end_with_the_embedded_model(graph: str, env: str, embedded_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -52,6 +57,7 @@ async def test_graph_end_to_end_with_the_embedded_model(graph: str, env: str, em
     web = {"sampling": {"max_tokens": 16}, "max_steps": 2}
     cfg = RunConfig.model_validate(
         {"env": env, "graph": graph, "graph_options": OPTIONS[graph], "roles": SHORT, "concurrency": 2}
+        | {"reflections": {"enabled": graph == "react"}}  # lessons once per environment: they cost a call each
         | (code if env == "code" else web)
     )
     with open_store(str(tmp_path / "t.db")) as store:
@@ -59,7 +65,11 @@ async def test_graph_end_to_end_with_the_embedded_model(graph: str, env: str, em
         stored = store.query(TrajectoryQuery(run_id=result.run_id))
     assert len(result.episodes) == 2 and {t.id for t in stored} == {t.id for t in result.trajectories}
     roles = {s.role for t in stored for s in t.steps}
-    assert roles <= ROLES[graph] and "solver" in roles
+    assert roles <= ROLES[graph] | ({"reflector"} if graph == "react" else set()) and "solver" in roles
+    if graph == "react":  # every failed episode left a lesson (the reflector's step, parsed or not)
+        failed = [t for t in result.episodes if not t.success]
+        assert all(t.steps[-1].role == "reflector" for t in failed)
+        assert len(store_memory(tmp_path)) == sum(t.steps[-1].output is not None for t in failed)
     for t in stored:
         assert t.error is None, t.error  # model faults would be recorded here; none expected
         assert [s.index for s in t.steps] == list(range(len(t.steps))) and t.steps

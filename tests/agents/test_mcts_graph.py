@@ -160,7 +160,8 @@ async def test_expansions_sample_hotter_than_the_solver() -> None:
 
 
 async def test_an_interrupted_search_resumes_from_its_checkpoint(tmp_path: Any) -> None:
-    cfg = RunConfig(graph="mcts", max_steps=2, run_id="m1", graph_options={"branching": 1, "simulations": 2})
+    options = {"branching": 1, "simulations": 2}
+    cfg = RunConfig(graph="mcts", max_steps=2, run_id="m1", graph_options=options, reflections={"enabled": False})  # type: ignore[arg-type]
     with open_store(str(tmp_path / "t.db")) as store:
         # A wrong first answer is executed, then the model hangs on its expansion: the run is killed.
         first = ScriptedModel([WRONG, "HANG"])

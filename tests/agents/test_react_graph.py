@@ -121,7 +121,7 @@ async def test_a_hung_environment_step_ends_the_episode_with_the_step_recorded()
 
 
 async def test_an_interrupted_run_resumes_from_its_checkpoints(tmp_path: Any) -> None:
-    cfg = RunConfig(samples_per_task=2, max_steps=2, concurrency=1, run_id="r1")
+    cfg = RunConfig(samples_per_task=2, max_steps=2, concurrency=1, run_id="r1", reflections={"enabled": False})  # type: ignore[arg-type]
     with open_store(str(tmp_path / "t.db")) as store:
         # Episode 1 is solved and stored; episode 2 gets feedback, then its model hangs: the run is killed.
         first = ScriptedModel([GOOD, WRONG, "HANG"])

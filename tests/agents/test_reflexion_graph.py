@@ -62,8 +62,8 @@ async def test_web_trials_restart_from_the_first_page_with_the_reflection() -> N
     roles = [s.role for s in t.steps]
     assert roles[:3] == ["solver", "reviewer", "refiner"] and roles[3] == "solver"
     assert t.steps[2].action is None  # multi-step trials do not act on the old page
-    retry_prompt = model.seen[3][-1].content
-    assert "Lessons from your earlier attempts" in retry_prompt and "click the button the goal names" in retry_prompt
+    retry_prompt = model.seen[3][0].content  # the lessons close the system message
+    assert "Lessons from earlier attempts" in retry_prompt and "click the button the goal names" in retry_prompt
 
 
 async def test_roles_run_on_their_own_models_and_sampling() -> None:

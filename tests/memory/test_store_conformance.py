@@ -444,7 +444,7 @@ def test_newer_schema_is_refused(store: TrajectoryStore) -> None:
     store.append(rich_trajectory())
     store.close()
     _execute_raw(store.url, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match=r"newer Autodidact \(store schema 99, this release reads up to 1\)"):
+    with pytest.raises(StoreError, match=r"newer Autodidact \(store schema 99, this release reads up to 2\)"):
         open_store(store.url)
 
 

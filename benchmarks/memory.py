@@ -1,0 +1,109 @@
+"""Memory write rate and top-5 retrieval latency at 10k and 100k entries (SQLite store).
+
+Run: ``.venv/bin/python -m benchmarks.memory [--sizes 10000 100000] [--queries 200]`` (as a module:
+run as a file, its name would hide the ``memory`` package).
+
+Entries are reflections with random unit vectors (384 float32), written one transaction each
+through the store, as the runner writes them; the embedder's own speed is measured apart on
+real sentences (all-MiniLM-L6-v2 when installed, else the hashing embedder). Printed:
+
+- write rate (entries/s) into the store;
+- top-5 search latency of the in-memory index (median and p95 over ``--queries`` queries),
+  and of a whole :meth:`ReflectionMemory.recall` (3 of the task's own + 5 similar, the
+  query's embedding cached as in a run), target <= 10 ms at 100k;
+- the first search after opening (the index reads every vector from the store);
+- embedding speed, sentences/s, batched and one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from autodidact.types import Task
+from memory.base import MemoryEntry, open_store
+from memory.embed import DIM, HashingEmbedder, default_embedder
+from memory.reflections import KIND, Reflection, ReflectionMemory
+
+
+class FixedEmbedder(HashingEmbedder):
+    """Returns a given vector for every text (queries in the latency runs)."""
+
+    name = "bench-random"
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self.vector = vector
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.tile(self.vector, (len(texts), 1))
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def ms(samples: list[float]) -> str:
+    p95 = sorted(samples)[int(0.95 * (len(samples) - 1))]
+    return f"median {statistics.median(samples) * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    tmp = Path(tempfile.mkdtemp(prefix="autodidact-bench-memory-"))
+    for size in args.sizes:
+        vectors = unit(rng, size)
+        with open_store(str(tmp / f"m{size}.db")) as store:
+            start = time.perf_counter()
+            for i in range(size):
+                r = Reflection(text=f"lesson {i}", task_id=f"bench/{i % 1000}", task_prompt="p")
+                entry = MemoryEntry(kind=KIND, key=r.task_id, embedder=FixedEmbedder.name, data=r.model_dump())
+                store.put_memory(entry, vectors[i].tobytes())
+            write = size / (time.perf_counter() - start)
+            queries = unit(rng, args.queries)
+            memory = ReflectionMemory(store, FixedEmbedder(queries[0]))
+            start = time.perf_counter()
+            memory.index.refresh()
+            load = time.perf_counter() - start
+            search = []
+            for q in queries:
+                t = time.perf_counter()
+                memory.index.search(q, 5, exclude_key="bench/0")
+                search.append(time.perf_counter() - t)
+            recall = []
+            for i, q in enumerate(queries):
+                memory.embedder = FixedEmbedder(q)
+                task = Task(id=f"bench/{i % 1000}", suite="bench", prompt=f"query {i}")
+                t = time.perf_counter()
+                got = memory.recall(task, recent=3, similar=5)
+                recall.append(time.perf_counter() - t)
+                assert len(got) == 8, got
+        print(
+            f"{size:>7} entries: write {write:,.0f} entries/s; index load {load * 1000:.0f} ms; "
+            f"top-5 search {ms(search)}; whole recall {ms(recall)} (target <= 10 ms)"
+        )
+    embedder = default_embedder()
+    sentences = [f"Write a function number {i} that reverses a list of {i} items." for i in range(256)]
+    embedder.embed(sentences[:8])  # warm up
+    start = time.perf_counter()
+    embedder.embed(sentences)
+    batched = len(sentences) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for s in sentences[:32]:
+        embedder.embed([s])
+    single = 32 / (time.perf_counter() - start)
+    print(f"embedder {embedder.name}: {batched:,.0f} sentences/s batched, {single:,.0f} one at a time")
+
+
+if __name__ == "__main__":
+    main()
