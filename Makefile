@@ -65,7 +65,7 @@ bench: setup
 	$(PY) benchmarks/sandbox.py --evalplus-python .venv-peers/bin/python
 	$(PY) benchmarks/web.py
 	$(PY) benchmarks/rollout.py
-	$(PY) -m benchmarks.memory
+	$(PY) benchmarks/memory_retrieval.py
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers

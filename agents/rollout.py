@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -378,6 +379,11 @@ async def run_rollout(
         graph = registry.make("graph", cfg.graph, checkpointer=checkpointer)
         memory = await asyncio.to_thread(ReflectionMemory, store) if cfg.reflections.enabled else None
         recall = {"recent": cfg.reflections.recent, "similar": cfg.reflections.similar}
+        # What exists now (libraries, models, the embedder: ~0.5M objects with torch) is not the
+        # run's garbage; keeping it out of the collector's full passes saves ~5-10% of a busy
+        # run's CPU. Thawed when the run ends.
+        gc.freeze()
+        stack.callback(gc.unfreeze)
         with bar:
             bar_id = bar.add_task(f"{cfg.graph} · {cfg.suite} · {cfg.model}", total=len(jobs), rate="-")
 

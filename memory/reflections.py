@@ -68,12 +68,15 @@ class ReflectionMemory:
         for r, v in zip(reflections, vectors, strict=True):
             entry = MemoryEntry(kind=KIND, key=r.task_id, embedder=self.embedder.name, data=r.model_dump(mode="json"))
             self.store.put_memory(entry, v.tobytes())
+        self.index.refresh()
 
     def recall(self, task: Task, *, recent: int = 3, similar: int = 3) -> list[Reflection]:
         """The latest ``recent`` reflections on ``task``, then the ``similar`` nearest ones on other tasks."""
-        own = self.store.memory(KIND, key=task.id, limit=recent) if recent > 0 else []
+        self.index.refresh(max_age_s=self.index.max_age_s)
+        known = self.index.has_key(task.id)  # no lessons on the task: no query for them
+        own = self.store.memory(KIND, key=task.id, limit=recent) if recent > 0 and known else []
         others: list[MemoryEntry] = []
-        if similar > 0:
+        if similar > 0 and len(self.index) > 0:
             hits = self.index.search(self._query(task.prompt), similar, exclude_key=task.id)
             others = self.store.get_memory([entry_id for entry_id, _ in hits])
         return [Reflection.model_validate(e.data) for e in [*own, *others]]

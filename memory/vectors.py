@@ -4,7 +4,7 @@ The store keeps each entry's vector (float32 bytes); :class:`VectorIndex` holds 
 kind and one embedder as a matrix, refreshed incrementally (only entries added since the last
 refresh are read), and answers top-k by one matrix-vector product. The same code serves
 SQLite and PostgreSQL. At 100k entries of 384 dimensions the matrix is 150 MB and a search
-takes a few milliseconds (``benchmarks/memory.py``).
+takes a few milliseconds (``benchmarks/memory_retrieval.py``).
 
 Example:
     >>> index = VectorIndex(store, "reflection", embedder)  # doctest: +SKIP
@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -23,7 +24,13 @@ from memory.embed import Embedder
 
 
 class VectorIndex:
-    """The vectors of ``kind``'s entries made by ``embedder``, searchable (thread-safe)."""
+    """The vectors of ``kind``'s entries made by ``embedder``, searchable (thread-safe).
+
+    A search reads new entries first, at most every ``max_age_s`` (a query on the store each
+    time would cost more than the search); :meth:`refresh` reads them at once.
+    """
+
+    max_age_s = 0.5
 
     def __init__(self, store: TrajectoryStore, kind: str, embedder: Embedder) -> None:
         self.store = store
@@ -36,13 +43,22 @@ class VectorIndex:
         self._matrix = np.zeros((0, embedder.dim), dtype=np.float32)
         self._codes = np.zeros(0, dtype=np.int32)  # each row's key, as a small integer
         self._key_codes: dict[str, int] = {}
+        self._refreshed = -float("inf")
 
     def __len__(self) -> int:
         return self._n
 
-    def refresh(self) -> None:
-        """Read the entries added since the last refresh."""
+    def has_key(self, key: str) -> bool:
+        """Whether an entry with ``key`` was seen (as of the last refresh)."""
+        return key in self._key_codes
+
+    def refresh(self, *, max_age_s: float = 0.0) -> None:
+        """Read the entries added since the last refresh (none when that was under ``max_age_s`` ago)."""
         with self._lock:
+            now = time.monotonic()
+            if now - self._refreshed < max_age_s:
+                return
+            self._refreshed = now
             rows = self.store.memory_vectors(self.kind, self.embedder.name, after=self._seq)
             if not rows:
                 return
@@ -65,8 +81,9 @@ class VectorIndex:
         """The ``k`` entries most similar to ``vector`` (a unit vector): ``(id, cosine)``, best first.
 
         ``exclude_key`` leaves out the entries with that key (e.g. the task's own reflections).
+        Entries written by others show up within ``max_age_s`` (see :meth:`refresh`).
         """
-        self.refresh()
+        self.refresh(max_age_s=self.max_age_s)
         with self._lock:
             n = self._n
             if n == 0 or k <= 0:

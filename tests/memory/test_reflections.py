@@ -75,6 +75,9 @@ def test_the_index_reads_only_new_entries_and_excludes_a_key(store: TrajectorySt
     assert {h[0] for h in hits} == {"n0", "n1", "n2"} and hits[-1][0] == "n2" and len(index) == 3
     assert [h[0] for h in index.search(e.embed(["alpha"])[0], k=5, exclude_key="k0")] == ["n1"]
     store.put_memory(MemoryEntry(id="n3", kind="note", key="k3", embedder=e.name), e.embed(["alpha"])[0].tobytes())
+    index.search(e.embed(["alpha"])[0], k=1)
+    assert len(index) == 3  # searches read the store at most every max_age_s
+    index.refresh()
     assert index.search(e.embed(["alpha"])[0], k=1)[0][0] == "n3" and len(index) == 4
     # a put with a stored id updates the data only
     store.put_memory(MemoryEntry(id="n3", kind="note", key="k9", embedder=e.name, data={"v": 2}), b"\0" * 1536)

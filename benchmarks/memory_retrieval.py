@@ -1,7 +1,8 @@
 """Memory write rate and top-5 retrieval latency at 10k and 100k entries (SQLite store).
 
-Run: ``.venv/bin/python -m benchmarks.memory [--sizes 10000 100000] [--queries 200]`` (as a module:
-run as a file, its name would hide the ``memory`` package).
+Run: ``.venv/bin/python benchmarks/memory_retrieval.py [--sizes 10000 100000] [--queries 200]``.
+(Not ``benchmarks/memory.py``: a script of that name would hide the ``memory`` package from
+every script in this folder.)
 
 Entries are reflections with random unit vectors (384 float32), written one transaction each
 through the store, as the runner writes them; the embedder's own speed is measured apart on
