@@ -34,10 +34,10 @@ $(VENV)/.installed: pyproject.toml
 # split, fine-tune a LoRA adapter on the successes, measure the held-out split again.
 demo: setup
 	rm -rf $(DEMO_HOME)
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base --set reflections.enabled=false
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --limit 60 --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --set reflections.enabled=false --run-id demo-collect
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --limit 60 --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --run-id demo-collect
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) train --method sft --run demo-collect --name demo-sft
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval --set reflections.enabled=false
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list
 
 # Lint, types, then every test (the model-loading ones included): what CI runs.

@@ -68,7 +68,7 @@ class ReflectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(
-        True, description="recall lessons into the solver's first prompt; write one after each failed episode"
+        False, description="recall lessons into the solver's system prompt; write one after each failed episode"
     )
     recent: int = Field(3, ge=0, description="latest lessons on the same task")
     similar: int = Field(3, ge=0, description="nearest lessons on other tasks")

@@ -26,9 +26,22 @@ def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[
 
 def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
     home = _isolated_home
-    out = cli(home, "run", "--suite", "bundled", "--split", "train", "--limit", "6", "--run-id", "e2e").stdout
+    on = ("--set", "reflections.enabled=true")
+    out = cli(home, "run", "--suite", "bundled", "--split", "train", "--limit", "6", "--run-id", "e2e", *on).stdout
     assert "run e2e: success" in out
-    cli(home, "run", "--suite", "humaneval", "--limit", "1", "--run-id", "e2e-he", "--set", "sampling.max_tokens=128")
+    cli(
+        home,
+        "run",
+        "--suite",
+        "humaneval",
+        "--limit",
+        "1",
+        "--run-id",
+        "e2e-he",
+        "--set",
+        "sampling.max_tokens=128",
+        *on,
+    )
     with open_store() as store:
         bundled = store.query(TrajectoryQuery(run_id="e2e"))
         [he] = store.query(TrajectoryQuery(run_id="e2e-he"))

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.rollout import RunConfig, run_rollout
+from agents.rollout import ReflectionConfig, RunConfig, run_rollout
 from memory import open_store
 from tests.agents.scripted import GOOD, TASK, WRONG, ScriptedModel
 
+ON = ReflectionConfig(enabled=True)
 LESSON = "Reflection: the last item is xs[-1], not xs[0]."
 
 
 async def test_a_failed_episode_leaves_a_lesson_that_the_next_run_is_given(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "t.db")) as store:
         first = ScriptedModel([WRONG, LESSON])
-        [t] = (await run_rollout(RunConfig(run_id="a"), first, store, tasks=[TASK], progress=False)).episodes
+        [t] = (
+            await run_rollout(RunConfig(run_id="a", reflections=ON), first, store, tasks=[TASK], progress=False)
+        ).episodes
         assert [s.role for s in t.steps] == ["solver", "reflector"] and not t.success
         assert t.steps[1].output == {"text": "the last item is xs[-1], not xs[0]."}
         assert "AssertionError" in first.seen[1][-1].content  # the reflector saw the feedback
@@ -26,7 +29,9 @@ async def test_a_failed_episode_leaves_a_lesson_that_the_next_run_is_given(tmp_p
         assert entry.data["trajectory_id"] == t.id and entry.data["run_id"] == "a" and entry.data["model"] == "embedded"
 
         second = ScriptedModel([GOOD])
-        [ok] = (await run_rollout(RunConfig(run_id="b"), second, store, tasks=[TASK], progress=False)).episodes
+        [ok] = (
+            await run_rollout(RunConfig(run_id="b", reflections=ON), second, store, tasks=[TASK], progress=False)
+        ).episodes
         system, user = second.seen[0]
         assert "Lessons from earlier attempts" in system.content and "xs[-1], not xs[0]" in system.content
         assert user.content == TASK.prompt
@@ -34,7 +39,7 @@ async def test_a_failed_episode_leaves_a_lesson_that_the_next_run_is_given(tmp_p
         assert len(store.memory("reflection")) == 1
 
         off = ScriptedModel([WRONG])
-        cfg = RunConfig(run_id="c", reflections={"enabled": False})  # type: ignore[arg-type]
+        cfg = RunConfig(run_id="c")  # off by default
         [t] = (await run_rollout(cfg, off, store, tasks=[TASK], progress=False)).episodes
         assert "Lessons" not in off.seen[0][0].content and [s.role for s in t.steps] == ["solver"]
         assert len(store.memory("reflection")) == 1
@@ -44,13 +49,15 @@ async def test_reflexion_keeps_its_own_reflections_and_faults_leave_none(tmp_pat
     review = "Score: 1\nCritique: it returns the first item."
     refined = f"Reflection: return xs[-1].\nAnswer:\n{WRONG}"
     with open_store(str(tmp_path / "t.db")) as store:
-        cfg = RunConfig(run_id="r", graph="reflexion", graph_options={"rounds": 1})
+        cfg = RunConfig(run_id="r", graph="reflexion", graph_options={"rounds": 1}, reflections=ON)
         model = ScriptedModel([WRONG, review, refined])
         [t] = (await run_rollout(cfg, model, store, tasks=[TASK], progress=False)).episodes
         assert [s.role for s in t.steps] == ["solver", "reviewer", "refiner"]  # no reflector call
         assert [e.data["text"] for e in store.memory("reflection")] == ["return xs[-1]."]
 
         broken = ScriptedModel(["ERROR"])
-        [t] = (await run_rollout(RunConfig(run_id="e"), broken, store, tasks=[TASK], progress=False)).episodes
+        [t] = (
+            await run_rollout(RunConfig(run_id="e", reflections=ON), broken, store, tasks=[TASK], progress=False)
+        ).episodes
         assert t.error and [s.role for s in t.steps] == ["solver"] and len(broken.seen) == 1
         assert len(store.memory("reflection")) == 1
