@@ -7,9 +7,9 @@ the store as soon as it ends (one transaction per trajectory). Nothing an episod
 backend fault, a timeout, a crash in a node — stops the run: the episode is recorded with
 its error and the run goes on. A rich progress bar shows the live success rate.
 
-Each episode's graph state is checkpointed (LangGraph's SQLite saver, WAL, in
-``$AUTODIDACT_HOME/checkpoints.sqlite``; see :mod:`agents.checkpointer`) after every node, keyed by the episode's id, which is derived from the
-run, the task and the sample number. ``run_rollout(..., resume=True)`` (``autodidact run
+Each episode's graph state is checkpointed after every node (LangGraph's SQLite saver, WAL,
+in ``$AUTODIDACT_HOME/checkpoints.sqlite``; see :mod:`agents.checkpointer`), keyed by the
+episode's id, which is derived from the run, the task and the sample number. ``run_rollout(..., resume=True)`` (``autodidact run
 --resume RUN``) skips the episodes already stored and continues interrupted ones from their
 last checkpoint: the environment is reset and the episode's actions replayed, then the
 graph goes on from the node it had reached.
@@ -242,7 +242,7 @@ async def run_episode(
             error = error or f"environment close failed: {e}"
     error = error or latest.get("error")
     paths: list[TreePath] = latest.get("paths") or [TreePath(steps=tuple(latest.get("steps", [])))]
-    ids = [episode] + [uuid.uuid5(uuid.UUID(hex=_hex(episode)), str(i)).hex for i in range(1, len(paths))]
+    ids = [episode] + [uuid.uuid5(uuid.NAMESPACE_URL, f"{episode}/{i}").hex for i in range(1, len(paths))]
     policy = PolicyRef(
         model=cfg.model, backend=model.name, adapter=getattr(model, "adapter", None), sampling=cfg.sampling
     )
@@ -270,14 +270,6 @@ async def run_episode(
             )
         )
     return out
-
-
-def _hex(episode: str) -> str:
-    """``episode`` as 32 hex digits (ids given by callers may be any string)."""
-    try:
-        return uuid.UUID(hex=episode).hex
-    except ValueError:
-        return uuid.uuid5(uuid.NAMESPACE_URL, episode).hex
 
 
 def _position(state: Mapping[str, Any]) -> list[Any]:
