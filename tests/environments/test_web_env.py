@@ -231,8 +231,13 @@ async def test_popups_are_closed_and_downloads_refused(outside: _Outside) -> Non
         obs = await env.reset(lab_task("/popup"))
         for name in ("Open long", "Pop"):
             await env.step(make_action("click", find(obs, "link", name) or find(obs, "button", name)))
-            await asyncio.sleep(0.2)
+            # the guard closes a popup as soon as it appears, which may be just after the step returned
+            for _ in range(50):
+                if len(env._context.pages) == 1:
+                    break
+                await asyncio.sleep(0.1)
             assert len(env._context.pages) == 1  # the popup was closed, the episode page remains
+            assert env._context.pages[0] is env._page
         obs = await env.step(make_action("goto", "/lab/"))
         downloads: list[Any] = []
         env._page.on("download", lambda d: downloads.append(d))
