@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,10 @@ from autodidact.types import PolicyRef, SamplingParams, Task, Trajectory, new_id
 from environments.tasks import SplitFilter, load_suite
 from memory.base import RunInfo, TrajectoryStore
 from memory.reflections import Reflection, ReflectionMemory
+from skills.library import Skill, SkillLibrary
+from skills.use import SkillEnvironment, learn, skills_prompt, skills_used
 
+log = logging.getLogger(__name__)
 WEB_MAX_STEPS = 15
 WEB_SAMPLING = SamplingParams(temperature=0.0, max_tokens=64, stop=("\n\n",))
 
@@ -72,6 +76,19 @@ class ReflectionConfig(BaseModel):
     )
     recent: int = Field(3, ge=0, description="latest lessons on the same task")
     similar: int = Field(3, ge=0, description="nearest lessons on other tasks")
+
+
+class SkillConfig(BaseModel):
+    """The skill library in a run (see :mod:`skills`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="offer retrieved skills to the solver; learn from solved episodes")
+    top_k: int = Field(5, ge=0, description="skills retrieved per episode")
+    learn: bool = Field(True, description="extract, verify and admit a skill from each successful episode")
+    min_uses: int = Field(4, ge=1, description="uses before a skill may be retired")
+    retire_below: float = Field(0.3, ge=0.0, le=1.0, description="success rate under which a used skill is retired")
+    duplicate_at: float = Field(0.95, gt=0.0, le=1.0, description="similarity at which a candidate repeats a skill")
 
 
 class RunConfig(BaseModel):
@@ -105,6 +122,7 @@ class RunConfig(BaseModel):
     )
     checkpoint: bool = Field(True, description="checkpoint each episode's graph state so an interrupted run resumes")
     reflections: ReflectionConfig = ReflectionConfig()
+    skills: SkillConfig = SkillConfig()
 
     @model_validator(mode="after")
     def _solver_is_the_run_model(self) -> RunConfig:
@@ -190,6 +208,7 @@ async def run_episode(
     bindings: Bindings = Bindings(),
     episode: str | None = None,
     lessons: Sequence[str] = (),
+    skills: Sequence[Skill] = (),
 ) -> list[Trajectory]:
     """Run one episode; its trajectories, the main one first (tree graphs add one per
     explored path). Never raises for the episode's own faults: they are recorded.
@@ -199,6 +218,8 @@ async def run_episode(
     """
     episode = episode or new_id()
     env = registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
+    if skills:
+        env = SkillEnvironment(env, skills)
     context = getattr(graph, "context_schema", None) or SolverContext  # each graph's own context type
     ctx = context(
         model=model,
@@ -209,6 +230,7 @@ async def run_episode(
         models=bindings.models,
         samplings=bindings.samplings,
         lessons=tuple(lessons),
+        skills=skills_prompt(skills, cfg.env),
         **cfg.graph_options,
     )
     config = {"configurable": {"thread_id": episode}}
@@ -277,6 +299,23 @@ def _position(state: Mapping[str, Any]) -> list[Any]:
     if "position" in state:  # graphs that move around a tree say where they are
         return list(state["position"])
     return [s.action for s in acted(state.get("steps", [])[state.get("trial_start", 0) :])]
+
+
+def open_library(store: TrajectoryStore, cfg: SkillConfig) -> SkillLibrary:
+    """The run's skill library in ``store``, with ``cfg``'s thresholds."""
+    return SkillLibrary(store, duplicate_at=cfg.duplicate_at, min_uses=cfg.min_uses, retire_below=cfg.retire_below)
+
+
+async def _keep_skills(t: Trajectory, library: SkillLibrary, cfg: SkillConfig) -> None:
+    """Score the skills ``t`` used; learn one from it when it succeeded. A fault here is logged, not raised."""
+    try:
+        used = skills_used(t)
+        if used:
+            await asyncio.to_thread(library.record_use, used, t.success)
+        if cfg.learn and t.success and t.error is None:
+            await learn(t, library)
+    except Exception as e:  # learning is a by-product: a fault in it must not lose the episode
+        log.warning("skills: could not learn from episode %s: %s: %s", t.id, type(e).__name__, e)
 
 
 def _worth_a_lesson(t: Trajectory) -> bool:
@@ -371,6 +410,7 @@ async def run_rollout(
         graph = registry.make("graph", cfg.graph, checkpointer=checkpointer)
         memory = await asyncio.to_thread(ReflectionMemory, store) if cfg.reflections.enabled else None
         recall = {"recent": cfg.reflections.recent, "similar": cfg.reflections.similar}
+        library = await asyncio.to_thread(open_library, store, cfg.skills) if cfg.skills.enabled else None
         # What exists now (libraries, models, the embedder: ~0.5M objects with torch) is not the
         # run's garbage; keeping it out of the collector's full passes saves ~5-10% of a busy
         # run's CPU. Thawed when the run ends.
@@ -383,8 +423,11 @@ async def run_rollout(
                 async with gate:
                     lessons = await asyncio.to_thread(memory.recall, task, **recall) if memory else []
                     texts = [r.text for r in lessons]
+                    offered = (
+                        await asyncio.to_thread(library.retrieve, task, cfg.env, cfg.skills.top_k) if library else []
+                    )
                     trajs = await run_episode(
-                        task, cfg, model, graph, run_id, bindings=bindings, episode=eid, lessons=texts
+                        task, cfg, model, graph, run_id, bindings=bindings, episode=eid, lessons=texts, skills=offered
                     )
                     learned: list[Reflection] = []
                     if memory is not None and _worth_a_lesson(trajs[0]):
@@ -394,6 +437,8 @@ async def run_rollout(
                         await asyncio.to_thread(store.append, traj)
                 if memory is not None and learned:
                     await asyncio.to_thread(memory.add, learned)
+                if library is not None:
+                    await _keep_skills(trajs[0], library, cfg.skills)
                 if checkpointer is not None:
                     await checkpointer.adelete_thread(eid)
                 result.trajectories.extend(trajs)

@@ -12,6 +12,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
     autodidact sandbox exec FILE [--backend process|docker] [--timeout S] [--memory MB] --json
     autodidact trajectories list | show ID | export RUN --out FILE
     autodidact checkpoints list | show NAME
+    autodidact skills list | show NAME | export --out FILE | import FILE | retire NAME
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ app = typer.Typer(
 trajectories_app = typer.Typer(no_args_is_help=True, help="Inspect and export stored trajectories.")
 checkpoints_app = typer.Typer(no_args_is_help=True, help="Inspect registered checkpoints.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="Run programs in a sandbox.")
+skills_app = typer.Typer(no_args_is_help=True, help="The skill library: list, show, export, import, retire.")
 app.add_typer(trajectories_app, name="trajectories")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(skills_app, name="skills")
 
 StoreOpt = Annotated[
     str | None,
@@ -464,6 +467,105 @@ def checkpoints_show(name: Annotated[str, typer.Argument(help="checkpoint name o
     if c is None:
         raise ConfigError(f"no checkpoint {name!r}; see `autodidact checkpoints list`")
     sys.stdout.write(c.model_dump_json(indent=2) + "\n")
+
+
+@skills_app.command("list")
+def skills_list(
+    env: Annotated[str | None, typer.Option(help="only code or web skills")] = None,
+    retired: Annotated[bool, typer.Option("--retired/--active", help="show retired skills too")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """List skills: name, version, environment, uses, success rate, status."""
+    from rich.table import Table
+
+    from memory.base import open_store
+    from skills.library import SkillLibrary
+
+    with open_store(store) as st:
+        skills = SkillLibrary(st).all()
+    table = Table()
+    for column in ("name", "version", "env", "uses", "success", "status", "description"):
+        table.add_column(column, overflow="fold" if column == "description" else "ellipsis")
+    for s in skills:
+        if (env is None or s.env == env) and (retired or s.status == "active"):
+            rate = "-" if s.success_rate is None else f"{s.success_rate:.0%}"
+            description = " ".join(s.description.split())[:80]
+            table.add_row(s.name, str(s.version), s.env, str(s.uses), rate, s.status, description)
+    _console().print(table)
+
+
+@skills_app.command("show")
+def skills_show(
+    name: Annotated[str, typer.Argument(help="a skill's name (latest version) or id (skill:code:NAME:vN)")],
+    store: StoreOpt = None,
+) -> None:
+    """Show one skill as JSON (source or steps, tests, provenance, counts)."""
+    from memory.base import open_store
+    from skills.library import SkillLibrary
+
+    with open_store(store) as st:
+        skill = SkillLibrary(st).get(name)
+    if skill is None:
+        raise ConfigError(f"no skill {name!r}; see `autodidact skills list`")
+    sys.stdout.write(skill.model_dump_json(indent=2) + "\n")
+
+
+@skills_app.command("export")
+def skills_export(
+    out: Annotated[Path, typer.Option(help="output file (.jsonl)")] = Path("skills.jsonl"),
+    store: StoreOpt = None,
+) -> None:
+    """Write every skill (all versions, with counts and status) to a JSON-lines file."""
+    from memory.base import open_store
+    from skills.library import SkillLibrary
+
+    with open_store(store) as st:
+        n = SkillLibrary(st).export_jsonl(out)
+    _console().print(f"exported {n} skills to {out}")
+
+
+@skills_app.command("import")
+def skills_import(
+    path: Annotated[Path, typer.Argument(help="a JSON-lines file of skills (as `skills export` writes)")],
+    store: StoreOpt = None,
+) -> None:
+    """Verify each skill again (sandbox tests, browser replays) and add those that pass.
+
+    A skill that fails verification is reported and left out; one that repeats a skill in the
+    library is skipped; a name already taken gets the next version.
+    """
+    from memory.base import open_store
+    from skills.library import read_skills
+    from skills.use import import_skills
+
+    if not path.is_file():
+        raise ConfigError(f"no file {path}; export skills with `autodidact skills export --out FILE`")
+    skills = read_skills(path)
+    with open_store(store) as st:
+        results = asyncio.run(import_skills(skills, st))
+    console = _console()
+    for skill, outcome in zip(skills, results, strict=True):
+        console.print(f"{skill.name} v{skill.version}: {outcome}", highlight=False)
+    added = sum(r.startswith("added") for r in results)
+    console.print(f"imported {added} of {len(skills)} skills")
+
+
+@skills_app.command("retire")
+def skills_retire(
+    name: Annotated[str, typer.Argument(help="a skill's name (latest version) or id")],
+    undo: Annotated[bool, typer.Option("--undo", help="make a retired skill active again")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Retire a skill (it is kept but never retrieved), or bring it back with --undo."""
+    from memory.base import open_store
+    from skills.library import SkillLibrary
+
+    with open_store(store) as st:
+        try:
+            skill = SkillLibrary(st).set_status(name, "active" if undo else "retired")
+        except KeyError as e:
+            raise ConfigError(str(e.args[0])) from None
+    _console().print(f"{skill.id}: {skill.status}")
 
 
 def main() -> None:

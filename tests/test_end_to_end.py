@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from memory.base import TrajectoryQuery, open_store
+from skills.library import SkillLibrary
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +29,9 @@ def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[
 def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
     home = _isolated_home
     on = ("--set", "reflections.enabled=true")
-    out = cli(home, "run", "--suite", "bundled", "--split", "train", "--limit", "6", "--run-id", "e2e", *on).stdout
+    skills = ("--set", "skills.enabled=true")
+    out = cli(home, "run", "--suite", "bundled", "--split", "train", "--limit", "6", "--run-id", "e2e", *on, *skills)
+    out = out.stdout
     assert "run e2e: success" in out
     cli(
         home,
@@ -61,6 +65,20 @@ def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
         assert step.token_ids and step.logprobs and len(step.token_ids) == len(step.logprobs)
         assert step.observation is not None and (step.reward == 1.0 if t.success else 0.0 <= step.reward < 1.0)
         assert t.policy.model == "embedded" and t.policy.adapter is None and t.env_id == "code"
+
+    # each solved task left a verified skill; the CLI lists, shows, exports and imports them
+    with open_store() as store:
+        learned = SkillLibrary(store).all()
+    assert learned and {s.trajectory_id for s in learned} <= {t.id for t in successes}
+    listed = cli(home, "skills", "list").stdout
+    assert all(s.name in listed for s in learned)
+    assert json.loads(cli(home, "skills", "show", learned[0].name).stdout)["source"] == learned[0].source
+    cli(home, "skills", "export", "--out", str(home / "skills.jsonl"))
+    other = str(home / "other.db")
+    imported = cli(home, "skills", "import", str(home / "skills.jsonl"), "--store", other).stdout
+    assert f"imported {len(learned)} of {len(learned)} skills" in imported
+    with open_store(other) as store:
+        assert [s.id for s in SkillLibrary(store).all()] == [s.id for s in learned]
 
     out = cli(home, "train", "--method", "sft", "--run", "e2e", "--name", "e2e-sft", "--set", "max_steps=2").stdout
     assert "checkpoint e2e-sft" in out

@@ -211,7 +211,9 @@ async def start(state: MCTSState, runtime: Runtime[MCTSContext]) -> dict[str, An
     """Reset the environment; the tree is its root, holding the first conversation."""
     ctx = runtime.context
     obs = await ctx.env.reset(state["task"], seed=ctx.seed)
-    root = Node(id=0, messages=tuple(solver.with_lessons(solver.initial_messages(obs, ctx.env.id), ctx.lessons)))
+    root = Node(
+        id=0, messages=tuple(solver.with_memory(solver.initial_messages(obs, ctx.env.id), ctx.lessons, ctx.skills))
+    )
     return {
         "observation": obs,
         "tree": [root],

@@ -57,6 +57,7 @@ class SolverContext:
     models: Mapping[str, ChatModel] = field(default_factory=dict)
     samplings: Mapping[str, SamplingParams] = field(default_factory=dict)
     lessons: tuple[str, ...] = ()  # recalled reflections, put in the solver's first prompt
+    skills: str = ""  # the retrieved skills' section of the solver's system prompt
 
     def model_for(self, role: str) -> ChatModel:
         return self.models.get(role, self.model)
@@ -187,7 +188,7 @@ async def replay(ctx: SolverContext, task: Task, actions: Sequence[Action]) -> O
 async def reset(state: SolverState, runtime: Runtime[SolverContext]) -> dict[str, Any]:
     ctx = runtime.context
     obs = await ctx.env.reset(state["task"], seed=ctx.seed)
-    messages = solver.with_lessons(solver.initial_messages(obs, ctx.env.id), ctx.lessons)
+    messages = solver.with_memory(solver.initial_messages(obs, ctx.env.id), ctx.lessons, ctx.skills)
     return {"observation": obs, "messages": messages, "steps": [], "done": False, "error": None}
 
 

@@ -57,7 +57,7 @@ async def start(state: ReflexionState, runtime: Runtime[ReflexionContext]) -> di
     ctx = runtime.context
     obs = await ctx.env.reset(state["task"], seed=ctx.seed)
     lessons = [*ctx.lessons, *state.get("reflections", [])]
-    messages = solver.with_lessons(solver.initial_messages(obs, ctx.env.id), lessons)
+    messages = solver.with_memory(solver.initial_messages(obs, ctx.env.id), lessons, ctx.skills)
     steps = state.get("steps", [])
     update: dict[str, Any] = {"observation": obs, "messages": messages, "done": False, "error": None}
     update["trial_start"] = len(steps)

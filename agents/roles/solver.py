@@ -53,15 +53,21 @@ def initial_messages(observation: Observation, env_id: str = "code") -> list[Mes
     return [Message(role="system", content=system), *example, Message(role="user", content=_ask(observation, env_id))]
 
 
-def with_lessons(messages: list[Message], lessons: Sequence[str]) -> list[Message]:
-    """``messages`` with ``lessons`` (reflections from earlier attempts) at the end of the system
+def with_memory(messages: list[Message], lessons: Sequence[str] = (), skills: str = "") -> list[Message]:
+    """``messages`` with ``lessons`` (reflections from earlier attempts) and ``skills`` (the
+    retrieved skills' prompt section, :func:`skills.use.skills_prompt`) at the end of the system
     message, which every later turn keeps (a web turn replaces the page, not the system prompt)."""
-    if not lessons:
+    notes = []
+    if skills:
+        notes.append(skills)
+    if lessons:
+        listed = "\n".join(f"- {lesson}" for lesson in lessons)
+        notes.append(f"Lessons from earlier attempts at this task and similar ones:\n{listed}")
+    if not notes:
         return messages
-    listed = "\n".join(f"- {lesson}" for lesson in lessons)
     system = messages[0]
-    note = f"\n\nLessons from earlier attempts at this task and similar ones:\n{listed}"
-    return [Message(role=system.role, content=system.content + note), *messages[1:]]
+    content = "\n\n".join([system.content, *notes])
+    return [Message(role=system.role, content=content), *messages[1:]]
 
 
 def _ask(observation: Observation, env_id: str) -> str:

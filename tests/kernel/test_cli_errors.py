@@ -26,6 +26,9 @@ from tests.test_end_to_end import cli
         (["eval", "--split", "dev"], "--split must be train, test or all"),
         (["sandbox", "exec", "/no/such.py"], "no such file: /no/such.py"),
         (["sandbox", "exec", "-", "--backend", "nope"], "unknown sandbox 'nope'"),
+        (["skills", "show", "nope"], "no skill 'nope'"),
+        (["skills", "import", "/no/such.jsonl"], "no file /no/such.jsonl"),
+        (["skills", "retire", "nope"], "no skill 'nope'"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(_isolated_home: Path, args: list[str], message: str) -> None:
