@@ -72,7 +72,8 @@ class ReflectionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(
-        False, description="recall lessons into the solver's system prompt; write one after each failed episode"
+        False,
+        description="recall lessons into the solver's system prompt; write one after each failed or costly episode",
     )
     recent: int = Field(3, ge=0, description="latest lessons on the same task")
     similar: int = Field(3, ge=0, description="nearest lessons on other tasks")
@@ -318,21 +319,26 @@ async def _keep_skills(t: Trajectory, library: SkillLibrary, cfg: SkillConfig) -
         log.warning("skills: could not learn from episode %s: %s: %s", t.id, type(e).__name__, e)
 
 
-def _worth_a_lesson(t: Trajectory) -> bool:
-    """A wrong answer (not a backend fault or a timeout) that the environment answered."""
-    return not t.success and t.error is None and bool(acted(t.steps))
+def _worth_a_lesson(t: Trajectory, max_steps: int) -> bool:
+    """A wrong answer that the environment answered (not a backend fault or a timeout), or a
+    costly success: one that took more than half its step budget, after failed attempts."""
+    ran = acted(t.steps)
+    if t.error is not None or not ran:
+        return False
+    return not t.success or (len(ran) > 1 and len(ran) > max_steps / 2)
 
 
 async def reflect(
     t: Trajectory, cfg: RunConfig, model: ChatModel, bindings: Bindings = Bindings()
 ) -> tuple[Trajectory, list[Reflection]]:
-    """The lessons of a failed episode: the refiner's reflections when it wrote some (reflexion),
-    else one from the reflector, whose call becomes the trajectory's last step."""
+    """The lessons of a failed (or costly) episode: the refiner's reflections when it wrote some
+    (reflexion), else one from the reflector on the last attempt that failed, whose call becomes
+    the trajectory's last step."""
     written = [
         s.output["reflection"] for s in t.steps if s.role == "refiner" and s.output and s.output.get("reflection")
     ]
     if not written:
-        last = acted(t.steps)[-1]
+        last = [s for s in acted(t.steps) if not (s.terminated and s.reward >= 1.0)][-1]
         observation = last.observation.text if last.observation else ""
         call = await Reflector().call(
             bindings.models.get("reflector", model),
@@ -430,7 +436,7 @@ async def run_rollout(
                         task, cfg, model, graph, run_id, bindings=bindings, episode=eid, lessons=texts, skills=offered
                     )
                     learned: list[Reflection] = []
-                    if memory is not None and _worth_a_lesson(trajs[0]):
+                    if memory is not None and _worth_a_lesson(trajs[0], cfg.max_steps):
                         trajs[0], learned = await reflect(trajs[0], cfg, model, bindings)
                 for traj in reversed(trajs):  # the main trajectory last: once it is stored, the episode is done
                     if not resume or await asyncio.to_thread(store.get, traj.id) is None:

@@ -1,6 +1,7 @@
-"""Reflections: lessons written after failed episodes and recalled into the solver's prompt.
+"""Reflections: lessons written after failed or costly episodes and recalled into the solver's prompt.
 
-After an episode fails, a one-sentence lesson is written — by the refiner, inside a
+After an episode fails (or succeeds only after failed attempts that took more than half its
+step budget), a one-sentence lesson is written — by the refiner, inside a
 reflexion episode, or by the ``reflector`` role afterwards — and kept with its provenance
 (task, episode, run, round, model). Before an episode, :meth:`ReflectionMemory.recall` gives
 the latest ``recent`` lessons about the same task and the ``similar`` nearest lessons about

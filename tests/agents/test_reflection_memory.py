@@ -61,3 +61,22 @@ async def test_reflexion_keeps_its_own_reflections_and_faults_leave_none(tmp_pat
         ).episodes
         assert t.error and [s.role for s in t.steps] == ["solver"] and len(broken.seen) == 1
         assert len(store.memory("reflection")) == 1
+
+
+async def test_a_costly_success_leaves_a_lesson_on_its_failed_attempt(tmp_path: Path) -> None:
+    with open_store(str(tmp_path / "t.db")) as store:
+        model = ScriptedModel([WRONG, GOOD, LESSON])
+        cfg = RunConfig(run_id="c", reflections=ON, max_steps=2)
+        [t] = (await run_rollout(cfg, model, store, tasks=[TASK], progress=False)).episodes
+        assert t.success and [s.role for s in t.steps] == ["solver", "solver", "reflector"]
+        assert "xs[0]" in model.seen[2][-1].content and "AssertionError" in model.seen[2][-1].content  # the failed try
+        [entry] = store.memory("reflection", key=TASK.id)
+        assert entry.data["trajectory_id"] == t.id and entry.data["text"] == "the last item is xs[-1], not xs[0]."
+
+        cheap = ScriptedModel([GOOD])  # solved at once, with 3 attempts allowed: nothing to learn
+        [t] = (
+            await run_rollout(
+                RunConfig(run_id="d", reflections=ON, max_steps=3), cheap, store, tasks=[TASK], progress=False
+            )
+        ).episodes
+        assert t.success and [s.role for s in t.steps] == ["solver"] and len(store.memory("reflection")) == 1
