@@ -154,6 +154,7 @@ class RunResult:
     trajectories: list[Trajectory] = field(default_factory=list)
     episodes: list[Trajectory] = field(default_factory=list)
     skipped: int = 0  # episodes already stored when resuming
+    skills_learned: list[str] = field(default_factory=list)  # ids of the skills this run added to the library
     seconds: float = 0.0
 
     @property
@@ -307,16 +308,22 @@ def open_library(store: TrajectoryStore, cfg: SkillConfig) -> SkillLibrary:
     return SkillLibrary(store, duplicate_at=cfg.duplicate_at, min_uses=cfg.min_uses, retire_below=cfg.retire_below)
 
 
-async def _keep_skills(t: Trajectory, library: SkillLibrary, cfg: SkillConfig) -> None:
-    """Score the skills ``t`` used; learn one from it when it succeeded. A fault here is logged, not raised."""
+async def _keep_skills(t: Trajectory, library: SkillLibrary, cfg: SkillConfig) -> str | None:
+    """Score the skills ``t`` used; learn one from it when it succeeded: the new skill's id, if
+    one was added. A fault here is logged, not raised."""
     try:
         used = skills_used(t)
         if used:
             await asyncio.to_thread(library.record_use, used, t.success)
         if cfg.learn and t.success and t.error is None:
-            await learn(t, library)
+            learned = await learn(t, library)
+            if learned.status == "added" and learned.skill is not None:
+                return learned.skill.id
+            if learned.status == "rejected":
+                log.info("skills: episode %s's candidate failed verification: %s", t.id, learned.reason)
     except Exception as e:  # learning is a by-product: a fault in it must not lose the episode
         log.warning("skills: could not learn from episode %s: %s: %s", t.id, type(e).__name__, e)
+    return None
 
 
 def _worth_a_lesson(t: Trajectory, max_steps: int) -> bool:
@@ -443,8 +450,8 @@ async def run_rollout(
                         await asyncio.to_thread(store.append, traj)
                 if memory is not None and learned:
                     await asyncio.to_thread(memory.add, learned)
-                if library is not None:
-                    await _keep_skills(trajs[0], library, cfg.skills)
+                if library is not None and (added := await _keep_skills(trajs[0], library, cfg.skills)):
+                    result.skills_learned.append(added)
                 if checkpointer is not None:
                     await checkpointer.adelete_thread(eid)
                 result.trajectories.extend(trajs)

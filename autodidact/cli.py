@@ -139,6 +139,12 @@ def run(
         result = asyncio.run(main(st))
     _print_run(console, result.episodes, tasks)
     _print_summary(console, cfg.graph, result)
+    if cfg.skills.enabled:
+        from skills.use import skills_used
+
+        used = sum(bool(skills_used(t)) for t in result.episodes)
+        learned = ", ".join(result.skills_learned) or "none"
+        console.print(f"skills: called in {used} episodes; learned {len(result.skills_learned)}: {learned}")
     ok = sum(t.success for t in result.episodes)
     n = len(result.episodes)
     errored = sum(t.error is not None for t in result.episodes)

@@ -171,7 +171,10 @@ def called_names(code: str) -> set[str] | None:
 
 
 def link(code: str, skills: Sequence[Skill]) -> tuple[str, list[str]]:
-    """``code`` preceded by the sources of the ``skills`` it calls without defining; their ids."""
+    """``code`` preceded by the sources of the ``skills`` it calls without defining; their ids.
+
+    Code that does not parse on its own (a bare body continuing the task's prefix) is left as
+    it is: a skill's source cannot go between a signature and its body."""
     names = called_names(code)
     if not names:
         return code, []

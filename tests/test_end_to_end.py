@@ -32,6 +32,7 @@ def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
     skills = ("--set", "skills.enabled=true")
     out = cli(home, "run", "--suite", "bundled", "--split", "train", "--limit", "6", "--run-id", "e2e", *on, *skills)
     out = out.stdout
+    assert "skills: called in" in out and "learned" in out
     assert "run e2e: success" in out
     cli(
         home,
