@@ -48,6 +48,11 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._n
 
+    def ids(self, start: int = 0) -> list[str]:
+        """The ids of the entries from position ``start`` on, in the order they were added."""
+        with self._lock:
+            return self._ids[start:]
+
     def has_key(self, key: str) -> bool:
         """Whether an entry with ``key`` was seen (as of the last refresh)."""
         return key in self._key_codes

@@ -137,33 +137,36 @@ class SkillLibrary:
         self.retire_below = retire_below
         self.index = VectorIndex(store, KIND, self.embedder)
         self._lock = threading.RLock()
-        self._skills: dict[str, Skill] = {}
-        self._loaded_at = -1.0
-        self._load()
+        self._skills: dict[str, Skill] = {}  # the index's skills, as of their last read here
+        self._synced = 0  # index positions read into _skills
 
-    def _load(self) -> None:
-        """Read every skill (a library holds hundreds, not millions)."""
+    def _sync(self, max_age_s: float = 0.0) -> None:
+        """Read the skills added to the store since the last call (by any process)."""
         with self._lock:
-            self._skills = {e.id: Skill.model_validate(e.data) for e in self.store.memory(KIND)}
-            self._loaded_at = time.monotonic()
+            self.index.refresh(max_age_s=max_age_s)
+            new = self.index.ids(self._synced)
+            if new:
+                self._skills.update((e.id, Skill.model_validate(e.data)) for e in self.store.get_memory(new))
+                self._synced += len(new)
 
-    def _fresh(self) -> None:
-        if time.monotonic() - self._loaded_at > self.index.max_age_s:
-            self._load()
+    def _read(self, skill_ids: Sequence[str]) -> list[Skill]:
+        """These skills as stored now (another process may have counted uses or retired them)."""
+        fresh = [Skill.model_validate(e.data) for e in self.store.get_memory(list(skill_ids))]
+        with self._lock:
+            self._skills.update((s.id, s) for s in fresh)
+        return fresh
 
     def all(self) -> list[Skill]:
-        """Every skill, every version, retired ones too: by name, then version."""
-        self._fresh()
-        with self._lock:
-            return sorted(self._skills.values(), key=lambda s: (s.env, s.name, s.version))
+        """Every skill in the store, every version, retired ones too: by environment, name, version."""
+        skills = [Skill.model_validate(e.data) for e in self.store.memory(KIND)]
+        return sorted(skills, key=lambda s: (s.env, s.name, s.version))
 
     def get(self, ref: str) -> Skill | None:
         """A skill by id (``skill:code:last:v2``), or the latest version of a name (``last``)."""
-        self._fresh()
-        with self._lock:
-            if ref in self._skills:
-                return self._skills[ref]
-            named = [s for s in self._skills.values() if s.name == ref]
+        found = self._read([ref])
+        if found:
+            return found[0]
+        named = [Skill.model_validate(e.data) for e in self.store.memory(KIND, key=ref)]
         return max(named, key=lambda s: s.version) if named else None
 
     def _embed(self, skill: Skill) -> np.ndarray:
@@ -173,8 +176,7 @@ class SkillLibrary:
         """The skill of ``candidate``'s environment that it repeats (similarity >= ``duplicate_at``), if any."""
         vector = self._embed(candidate) if vector is None else vector
         with self._lock:
-            self._load()
-            self.index.refresh()
+            self._sync()
             for entry_id, score in self.index.search(vector, 5):
                 known = self._skills.get(entry_id)
                 if known is not None and known.env == candidate.env and score >= self.duplicate_at:
@@ -188,10 +190,11 @@ class SkillLibrary:
             same = self.duplicate_of(candidate, vector)
             if same is not None:
                 return same
-            versions = [s.version for s in self._skills.values() if s.env == candidate.env and s.name == candidate.name]
+            named = [Skill.model_validate(e.data) for e in self.store.memory(KIND, key=candidate.name)]
+            versions = [s.version for s in named if s.env == candidate.env]
             skill = candidate.model_copy(update={"version": max(versions, default=0) + 1, "uses": 0, "successes": 0})
             self._write(skill, vector.tobytes())
-            self.index.refresh()
+            self._sync()
             return Admission(status="added", skill=skill)
 
     def _write(self, skill: Skill, vector: bytes = b"") -> None:
@@ -206,7 +209,7 @@ class SkillLibrary:
         """The ``k`` active skills of ``env`` nearest to the task's prompt (the latest active version of each name)."""
         if k <= 0:
             return []
-        self._fresh()
+        self._sync(self.index.max_age_s)
         with self._lock:
             latest: dict[str, Skill] = {}
             for s in self._skills.values():
@@ -220,20 +223,15 @@ class SkillLibrary:
         if not usable:
             return []
         query = self.embedder.embed([task.prompt if isinstance(task, Task) else task])[0]
-        self.index.refresh(max_age_s=self.index.max_age_s)  # its size, below, must be current
         hits = self.index.search(query, k + len(self.index) - len(usable))  # room for the unusable ones
-        with self._lock:
-            return [self._skills[i] for i, _ in hits if i in usable][:k]
+        chosen = [i for i, _ in hits if i in usable][:k]
+        return [s for s in self._read(chosen) if s.status == "active"]  # as stored now: retired elsewhere?
 
     def record_use(self, skill_ids: Iterable[str], success: bool) -> list[Skill]:
         """Count one episode that used each skill; retire those whose success rate fell. The updated skills."""
         out = []
         with self._lock:
-            self._load()
-            for skill_id in dict.fromkeys(skill_ids):
-                s = self._skills.get(skill_id)
-                if s is None:
-                    continue
+            for s in self._read(list(dict.fromkeys(skill_ids))):
                 uses, successes = s.uses + 1, s.successes + int(success)
                 falls = uses >= self.min_uses and successes / uses < self.retire_below
                 status: Status = "retired" if falls else s.status
