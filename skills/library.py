@@ -169,12 +169,13 @@ class SkillLibrary:
         named = [Skill.model_validate(e.data) for e in self.store.memory(KIND, key=ref)]
         return max(named, key=lambda s: s.version) if named else None
 
-    def _embed(self, skill: Skill) -> np.ndarray:
+    def embed(self, skill: Skill) -> np.ndarray:
+        """The vector a skill is found by: its description and body."""
         return self.embedder.embed([f"{skill.description}\n{skill.body()}"])[0]
 
     def duplicate_of(self, candidate: Skill, vector: np.ndarray | None = None) -> Admission | None:
         """The skill of ``candidate``'s environment that it repeats (similarity >= ``duplicate_at``), if any."""
-        vector = self._embed(candidate) if vector is None else vector
+        vector = self.embed(candidate) if vector is None else vector
         with self._lock:
             self._sync()
             for entry_id, score in self.index.search(vector, 5):
@@ -183,9 +184,9 @@ class SkillLibrary:
                     return Admission(status="duplicate", skill=known, similarity=score)
         return None
 
-    def admit(self, candidate: Skill) -> Admission:
+    def admit(self, candidate: Skill, vector: np.ndarray | None = None) -> Admission:
         """Add a verified ``candidate``, unless it repeats a skill; a taken name gets the next version."""
-        vector = self._embed(candidate)
+        vector = self.embed(candidate) if vector is None else vector
         with self._lock:
             same = self.duplicate_of(candidate, vector)
             if same is not None:

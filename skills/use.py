@@ -193,13 +193,14 @@ async def learn(
         candidate = code.extract(t) if env is None else await web.extract(t, env)
         if candidate is None:
             return Learned(status="none", reason="no reusable function or replayable action sequence in the episode")
-        same = await asyncio.to_thread(library.duplicate_of, candidate)
+        vector = await asyncio.to_thread(library.embed, candidate)
+        same = await asyncio.to_thread(library.duplicate_of, candidate, vector)
         if same is not None:
             return Learned(status="duplicate", skill=same.skill, reason=f"similarity {same.similarity:.2f}")
         why = await verify(candidate, sandbox=sandbox, web_env=env)
     if why is not None:
         return Learned(status="rejected", skill=candidate, reason=why)
-    admitted = await asyncio.to_thread(library.admit, candidate)
+    admitted = await asyncio.to_thread(library.admit, candidate, vector)
     return Learned(status=admitted.status, skill=admitted.skill)
 
 
