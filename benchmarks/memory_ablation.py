@@ -7,7 +7,8 @@ code suite (48 tasks) as it is; the others first run the training split (60 task
 memory on, so that reflections and skills are learned there, then run the held-out split with
 it on. Printed per configuration: held-out successes, mean reward, skills learned, lessons
 kept, episodes in which the solver called a skill, and the wall time of the held-out run.
-Greedy decoding, one sample per task, as ``make demo`` measures.
+Greedy decoding, one sample per task, as ``make demo`` measures. On 2 cores with the embedded
+model a configuration with memory takes about 25 minutes (163 training and 48 held-out tasks).
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ async def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [await one(name, args.model, Path(tmp)) for name in args.configs]
-    keys = list(rows[0])
-    print(" | ".join(keys))
-    for row in rows:
-        print(" | ".join(str(row[k]) for k in keys))
+        for i, name in enumerate(args.configs):  # each row as soon as it is measured: this takes a while
+            row = await one(name, args.model, Path(tmp))
+            if i == 0:
+                print(" | ".join(row), flush=True)
+            print(" | ".join(str(v) for v in row.values()), flush=True)
 
 
 if __name__ == "__main__":
