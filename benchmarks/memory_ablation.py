@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/memory_ablation.py [--model embedded] [--configs none skills both]``.
 
 Each configuration gets its own fresh store. ``none`` runs the held-out split of the bundled
-code suite (48 tasks) as it is; the others first run the training split (60 tasks) with their
+code suite (48 tasks) as it is; the others first run the training split (163 tasks) with their
 memory on, so that reflections and skills are learned there, then run the held-out split with
 it on. Printed per configuration: held-out successes, mean reward, skills learned, lessons
 kept, episodes in which the solver called a skill, and the wall time of the held-out run.
