@@ -1,10 +1,10 @@
 """Nearest memory entries by cosine similarity: an in-memory numpy index over the store's vectors.
 
 The store keeps each entry's vector (float32 bytes); :class:`VectorIndex` holds those of one
-kind and one embedder as a matrix, refreshed incrementally (only entries added since the last
-refresh are read), and answers top-k by one matrix-vector product. The same code serves
-SQLite and PostgreSQL. At 100k entries of 384 dimensions the matrix is 150 MB and a search
-takes a few milliseconds (``benchmarks/memory_retrieval.py``).
+kind and one embedder as a float16 matrix, refreshed incrementally (only entries added since
+the last refresh are read), and answers top-k by one matrix-vector product. The same code
+serves SQLite and PostgreSQL. At 100k entries of 384 dimensions the matrix is 77 MB and a
+search takes a few milliseconds (``benchmarks/memory_retrieval.py``).
 
 Example:
     >>> index = VectorIndex(store, "reflection", embedder)  # doctest: +SKIP
@@ -40,7 +40,7 @@ class VectorIndex:
         self._seq = 0
         self._n = 0
         self._ids: list[str] = []
-        self._matrix = np.zeros((0, embedder.dim), dtype=np.float32)
+        self._matrix = np.zeros((0, embedder.dim), dtype=np.float16)
         self._codes = np.zeros(0, dtype=np.int32)  # each row's key, as a small integer
         self._key_codes: dict[str, int] = {}
         self._refreshed = -float("inf")
@@ -70,7 +70,7 @@ class VectorIndex:
             need = self._n + len(rows)
             if need > len(self._matrix):  # grow by doubling: appends stay linear overall
                 size = max(need, 2 * len(self._matrix), 64)
-                matrix = np.zeros((size, self.embedder.dim), dtype=np.float32)
+                matrix = np.zeros((size, self.embedder.dim), dtype=np.float16)
                 matrix[: self._n] = self._matrix[: self._n]
                 codes = np.zeros(size, dtype=np.int32)
                 codes[: self._n] = self._codes[: self._n]
@@ -93,10 +93,20 @@ class VectorIndex:
             n = self._n
             if n == 0 or k <= 0:
                 return []
-            scores = self._matrix[:n] @ vector.astype(np.float32)
+            scores = _scores(self._matrix[:n], vector)
             if exclude_key is not None and exclude_key in self._key_codes:
                 scores[self._codes[:n] == self._key_codes[exclude_key]] = -np.inf
             k = min(k, n)
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top])]
             return [(self._ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+
+def _scores(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """``matrix @ vector`` as float32, computed in float16 by torch: the product reads the whole
+    matrix, so half the bytes is about half the time (4.7 ms against numpy's 7.6 ms in float32
+    for 100k x 384 on 2 cores); cosines keep about 3 significant digits, plenty to rank by."""
+    import torch
+
+    product = torch.from_numpy(matrix) @ torch.from_numpy(vector.astype(np.float16))
+    return product.float().numpy()
