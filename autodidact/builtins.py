@@ -26,6 +26,7 @@ def register_all() -> None:
     register("role", "world_model", "agents.roles.world_model:WorldModel")
     register("role", "judge", "agents.roles.judge:Judge")
     register("role", "reflector", "agents.roles.reflector:Reflector")
+    register("role", "verifier", "agents.roles.verifier:Verifier")
 
     register("graph", "react", "agents.graphs.react:build_react_graph")
     register("graph", "reflexion", "agents.graphs.reflexion:build_reflexion_graph")
@@ -44,6 +45,7 @@ def register_all() -> None:
     register("sandbox", "docker", "environments.sandbox.docker:DockerSandbox")
 
     register("trainer", "sft", "training.sft:train_sft")
+    register("trainer", "dpo", "training.dpo:train_dpo")
 
     register("policy", "code:reference", "environments.code.policies:ReferencePolicy")
     register("policy", "code:mutant", "environments.code.policies:MutantPolicy")

@@ -5,7 +5,8 @@ kernel imports nothing heavy. Every :class:`~autodidact.errors.AutodidactError` 
 one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
 
     autodidact run --env code --suite bundled --limit 8
-    autodidact train --method sft --run RUN
+    autodidact train --method sft|dpo --run RUN [--data success|revision|reviewer|refiner|world_model]
+    autodidact data build KIND --run RUN --out DIR
     autodidact run --suite bundled --split test --model CHECKPOINT
     autodidact serve --model embedded --port 8000
     autodidact eval --env code --suite humaneval --policy reference
@@ -33,10 +34,12 @@ trajectories_app = typer.Typer(no_args_is_help=True, help="Inspect and export st
 checkpoints_app = typer.Typer(no_args_is_help=True, help="Inspect registered checkpoints.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="Run programs in a sandbox.")
 skills_app = typer.Typer(no_args_is_help=True, help="The skill library: list, show, export, import, retire.")
+data_app = typer.Typer(no_args_is_help=True, help="Build training datasets from stored trajectories.")
 app.add_typer(trajectories_app, name="trajectories")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(skills_app, name="skills")
+app.add_typer(data_app, name="data")
 
 StoreOpt = Annotated[
     str | None,
@@ -192,28 +195,33 @@ def _print_run(console: Any, trajectories: list[Any], tasks: list[Any]) -> None:
 
 @app.command()
 def train(
-    run: Annotated[list[str], typer.Option("--run", help="run id(s) whose successful episodes to learn from")],
-    method: Annotated[str, typer.Option(help="training method [sft]")] = "sft",
+    run: Annotated[list[str], typer.Option("--run", help="run id(s) whose episodes to learn from")],
+    method: Annotated[str, typer.Option(help="training method: sft or dpo")] = "sft",
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="sft data kind(s), mixed: success, revision, reviewer, refiner, world_model"),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="base model or checkpoint to continue [default: embedded]")] = None,
     name: Annotated[str | None, typer.Option(help="checkpoint name [default: generated]")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Fine-tune on stored trajectories and register the result as a checkpoint."""
+    """Fine-tune on stored trajectories (SFT or DPO, LoRA by default) and register a checkpoint."""
+    import inspect
+
     from autodidact import registry
     from autodidact.config import parse
     from memory.base import open_store
 
     train_fn = registry.load("trainer", method)
-    from training.sft import SFTTrainConfig
-
+    hint = inspect.signature(train_fn).parameters["config"].annotation  # the trainer's config class (or its name)
+    config_cls = train_fn.__globals__[hint] if isinstance(hint, str) else hint
     base: dict[str, Any] = {"run": run}
-    if model is not None:
-        base["model"] = model
-    if name is not None:
-        base["checkpoint_name"] = name
-    cfg = parse(SFTTrainConfig, config, list(set_ or []), **base)
+    for key, value in (("model", model), ("checkpoint_name", name), ("data", data)):
+        if value is not None:
+            base[key] = value
+    cfg = parse(config_cls, config, list(set_ or []), **base)
     with open_store(store) as st:
         ckpt = train_fn(cfg, st)
     m = ckpt.metrics
@@ -226,6 +234,28 @@ def train(
         f"checkpoint [bold]{ckpt.name}[/] at {ckpt.path}: {m.examples} examples, {m.steps} steps, {loss}, "
         f"{m.seconds:.0f} s\nuse it with: autodidact run --model {ckpt.name}"
     )
+
+
+@data_app.command("build")
+def data_build(
+    kind: Annotated[str, typer.Argument(help="success, revision, reviewer, refiner, world_model or dpo")],
+    out: Annotated[Path, typer.Option("--out", help="directory for the Hugging Face dataset (must be new)")],
+    run: Annotated[list[str] | None, typer.Option("--run", help="run id(s) [default: every run]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Build a training dataset from stored trajectories and save it with a card (README.md)."""
+    from autodidact.config import parse
+    from memory.base import open_store
+    from training.data import DataFields, build_examples, save_dataset
+
+    fields = parse(DataFields, config, list(set_ or []), run=run or None)
+    with open_store(store) as st:
+        examples = build_examples(fields, st, kind)
+    where = save_dataset(examples, out)
+    counts = ", ".join(f"{k} {v}" for k, v in examples.source.counts.items())
+    _console().print(f"{len(examples.rows)} {kind} rows saved to [bold]{where}[/] ({counts})")
 
 
 @app.command()

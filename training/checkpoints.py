@@ -48,6 +48,7 @@ Kind = Literal["lora", "full"]
 class DataSource(Record):
     """Which trajectories a checkpoint was trained on, how they were filtered and how many survived."""
 
+    kind: str = Field("success", description="the data kind(s), e.g. success, revision+success, dpo")
     runs: tuple[str, ...] = Field((), description="run ids the examples came from; empty means every run")
     suite: str | None = None
     filters: dict[str, Any] = Field(default_factory=dict, description="e.g. min_reward, roles")

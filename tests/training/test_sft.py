@@ -21,7 +21,7 @@ from agents.llm.base import TransformersConfig, resolve_model
 from agents.llm.hf_local import TransformersChatModel, load_model_and_tokenizer
 from autodidact.errors import ConfigError, ModelLoadError, NothingToTrainError
 from autodidact.types import Message, PolicyRef, SamplingParams, Step, Task, Trajectory
-from memory.base import TrajectoryQuery, TrajectoryStore, open_store
+from memory.base import TrajectoryStore, open_store
 from training.checkpoints import (
     Checkpoint,
     DataSource,
@@ -31,14 +31,9 @@ from training.checkpoints import (
     new_checkpoint_name,
     register_checkpoint,
 )
-from training.sft import (
-    SFTTrainConfig,
-    build_sft_dataset,
-    collect_sft_examples,
-    prepare_sft,
-    run_sft,
-    train_sft,
-)
+from training.data import DataFields, Examples, build_examples
+from training.policy import run_job
+from training.sft import SFTTrainConfig, prepare_sft, train_sft
 
 SYSTEM = "You are a careful Python programmer. Answer with one ```python block."
 
@@ -79,6 +74,10 @@ def episode(
     )
 
 
+def sft(store: TrajectoryStore, run: str, **fields: Any) -> Examples:
+    return build_examples(DataFields(run=run, **fields), store)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[TrajectoryStore]:
     s = open_store(str(tmp_path / "t.db"))
@@ -111,23 +110,28 @@ def test_dataset_keeps_successful_acting_steps_dedups_and_sorts(store: Trajector
         store.append(t)
     store.append(episode("r2", "zeta"))  # another run: not selected
 
-    ds = build_sft_dataset(store, TrajectoryQuery(run_id="r1"))
+    ds = sft(store, "r1").rows
 
-    assert [(r["task_id"], r["completion"][0]["content"]) for r in ds] == [
+    assert [(r["task_id"], r["messages"][-1]["content"]) for r in ds] == [
         ("bundled/alpha", answer("alpha")),
         ("bundled/beta", answer("beta")),
         ("bundled/gamma", answer("gamma")),
     ]
     row = ds[0]
-    assert row["prompt"] == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Write `alpha`."}]
-    assert row["completion"] == [{"role": "assistant", "content": answer("alpha")}]
+    assert row["messages"] == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Write `alpha`."},
+        {"role": "assistant", "content": answer("alpha")},
+    ]
+    assert row["train"] == [False, False, True] and row["origin"] == "success"
     assert row["trajectory_id"] == "r1-a1"  # of two duplicates, the smaller id is kept
 
-    ex = collect_sft_examples(store, TrajectoryQuery(run_id="r1"))
-    assert ex.source.runs == ("r1",)
+    ex = sft(store, "r1")
+    assert ex.source.runs == ("r1",) and ex.source.kind == "success"
     assert ex.source.counts == {
         "trajectories": 6,
-        "selected": 4,  # beta, alpha twice, gamma; not delta (failed) nor eps (episode error)
+        "selected": 5,  # every episode but eps (episode error)
+        "successes": 4,  # beta, alpha twice, gamma; not delta (failed)
         "examples": 3,
         "duplicates": 1,
         "skipped_steps": 2,  # gamma's errored and empty solver steps
@@ -141,37 +145,41 @@ def test_dataset_is_the_same_whatever_the_insertion_order(tmp_path: Path) -> Non
         with open_store(str(tmp_path / f"{name}.db")) as s:
             for t in order:
                 s.append(t)
-            rows.append(build_sft_dataset(s, TrajectoryQuery(run_id="r1")).to_list())
+            rows.append(sft(s, "r1").rows)
     assert rows[0] == rows[1]
 
 
 def test_dataset_roles_and_min_reward_select_other_rows(store: TrajectoryStore) -> None:
     for t in mixed_run("r1"):
         store.append(t)
-    reviews = build_sft_dataset(store, TrajectoryQuery(run_id="r1"), roles=("reviewer",))
-    assert [r["completion"][0]["content"] for r in reviews] == ["Looks right."]
+    reviews = sft(store, "r1", roles=["reviewer"]).rows
+    assert [r["messages"][-1]["content"] for r in reviews] == ["Looks right."]
     # With min_reward the reward decides: delta (failed, reward 0.5) is in, eps (episode error) stays out.
-    half = build_sft_dataset(store, TrajectoryQuery(run_id="r1"), min_reward=0.5)
+    half = sft(store, "r1", min_reward=0.5).rows
     assert [r["task_id"] for r in half] == ["bundled/alpha", "bundled/beta", "bundled/delta", "bundled/gamma"]
 
 
 def test_run_without_successes_is_nothing_to_train_with_counts(store: TrajectoryStore) -> None:
     for task in ("a", "b", "c"):
         store.append(episode("r3", task, success=False))
-    with pytest.raises(NothingToTrainError, match=r"run r3 has 0 successful trajectories \(of 3\)") as e:
-        build_sft_dataset(store, TrajectoryQuery(run_id="r3"))
+    with pytest.raises(NothingToTrainError, match=r"run r3 has no success examples \(trajectories 3, selected 3,") as e:
+        sft(store, "r3")
     assert "\n" not in str(e.value) and "--set min_reward=" in str(e.value)
-    with pytest.raises(NothingToTrainError, match=r"has 1 successful trajectories but no usable step"):
+    with pytest.raises(
+        NothingToTrainError, match=r"successes 1, examples 0\): no usable acting step.*roles=\[...\] \(now refiner\)"
+    ):
         store.append(episode("r4", "a"))
-        build_sft_dataset(store, TrajectoryQuery(run_id="r4"), roles=("refiner",))
+        sft(store, "r4", roles=["refiner"])
 
 
 def test_train_sft_fails_fast_on_bad_run_or_empty_data(store: TrajectoryStore, _isolated_home: Path) -> None:
     store.append(episode("r3", "a", success=False))
     with pytest.raises(ConfigError, match="run 'nope' is not in the store"):
         train_sft(SFTTrainConfig(run="nope"), store)
-    with pytest.raises(NothingToTrainError, match=r"run r3 has 0 successful trajectories \(of 1\)"):
+    with pytest.raises(NothingToTrainError, match=r"run r3 has no success examples"):
         train_sft(SFTTrainConfig(run="r3"), store)
+    with pytest.raises(ConfigError, match="data must list SFT data kinds"):
+        SFTTrainConfig(run="r3", data=["succes"])
     assert list_checkpoints() == [] and not (_isolated_home / "checkpoints").exists()
 
 
@@ -282,7 +290,9 @@ def test_loss_is_on_completion_tokens_only_and_prompt_is_the_inference_prompt(
     rows = {r["task_id"]: r for r in job.examples.rows}
     # The prompt of every row, tokenized as the inference backend renders it.
     inference = {
-        tid: tok(embedded_model.chat_prompt([Message(**m) for m in r["prompt"]]), add_special_tokens=False).input_ids
+        tid: tok(
+            embedded_model.chat_prompt([Message(**m) for m in r["messages"][:-1]]), add_special_tokens=False
+        ).input_ids
         for tid, r in rows.items()
     }
     batches = list(job.trainer.get_train_dataloader())  # the trainer's own dataset, sampler and collator
@@ -297,7 +307,7 @@ def test_loss_is_on_completion_tokens_only_and_prompt_is_the_inference_prompt(
             assert labels[:start] == [-100] * start  # no loss on any prompt token
             assert labels[start:n] == ids[start:n]  # loss on every completion token
             assert labels[n:] == [-100] * (len(labels) - n)  # nor on padding
-            completion = rows[tid]["completion"][0]["content"]
+            completion = rows[tid]["messages"][-1]["content"]
             assert tok.decode(ids[start:n]) == completion + "<|im_end|>\n"  # the answer and its end of turn
     assert seen == set(rows) and len(rows) == 4
 
@@ -321,7 +331,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
             fill(store)
             job = prepare_sft(SFTTrainConfig(run="r1", checkpoint_name="sft-first", **TINY), store)
             before = trainable(job.trainer.model)
-            ckpt = run_sft(job)
+            ckpt = run_job(job)
             after = trainable(job.trainer.model)
     yield Trained(root / "home", root / "t.db", ckpt, before, after)
 
@@ -378,7 +388,7 @@ def test_training_on_a_checkpoint_continues_its_adapter_and_sets_parent(
         start = trainable(job.trainer.model)
         # The new run starts from the parent's trained adapter, not from a fresh one.
         assert {n: torch.equal(p, trained.after[n]) for n, p in start.items()} == dict.fromkeys(trained.after, True)
-        child = run_sft(job)
+        child = run_job(job)
         with pytest.raises(ConfigError, match="already exists"):
             prepare_sft(cfg, store)  # the name is taken now
     assert child.parent == "sft-first" and child.base_model == "embedded" and child.kind == "lora"

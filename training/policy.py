@@ -1,0 +1,229 @@
+"""What every trainer shares: the policy to start from, LoRA or full weights, and the run that
+trains, measures, saves and registers a checkpoint.
+
+A trainer (:mod:`training.sft`, :mod:`training.dpo`) is a TRL config subclass that also
+inherits :class:`TrainFields` (what to train) and :class:`~training.data.DataFields` (what to
+learn from), a ``prepare_*`` function that builds the TRL trainer into a :class:`TrainJob`,
+and :func:`run_job`, which runs it:
+
+1. the mean loss on the training rows before (one no-grad pass);
+2. ``trainer.train()`` — a progress bar, and resumable: with ``save_strategy=steps`` the
+   trainer's states go to ``<checkpoint dir>/trainer/``; run the same command again with
+   ``resume_from_checkpoint=true`` (and the same ``checkpoint_name``) after a crash;
+3. the mean loss after, then the adapter (or the full model) and tokenizer are saved to
+   ``<checkpoint dir>/model/`` and registered with lineage, data sources, config and metrics.
+
+Example:
+    >>> job = prepare_sft(SFTTrainConfig(run="abc123"), store)  # doctest: +SKIP
+    >>> ckpt = run_job(job)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from autodidact.errors import ConfigError
+from training.checkpoints import (
+    RECORD_FILE,
+    WEIGHTS_DIR,
+    Checkpoint,
+    Kind,
+    TrainMetrics,
+    checkpoint_dir,
+    find_checkpoint,
+    new_checkpoint_name,
+    register_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+    from training.data import Examples
+
+TRAINER_DIR = "trainer"  # under the checkpoint dir: trainer states when save_strategy saves any
+
+
+@dataclass
+class TrainFields:
+    """The policy to train and how; with the defaults of ``TrainingArguments`` fields that differ here.
+
+    Defaults suit a small model on CPU; ``bf16`` turns on by itself on a GPU that supports it.
+    Every other ``TrainingArguments`` field works too (YAML or ``key=value``).
+    """
+
+    # (LoRA, full fine-tune) learning rates when learning_rate is None; a trainer may change them
+    learning_rates: ClassVar[tuple[float, float]] = (2e-4, 2e-5)
+
+    model: str = field(default="embedded", metadata={"help": "'embedded', a model dir, an HF id or a checkpoint name"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: str | list[str] = field(
+        default="all-linear", metadata={"help": "'all-linear' or module names such as ['q_proj', 'v_proj']"}
+    )
+    full_finetune: bool = field(default=False, metadata={"help": "train every weight instead of a LoRA adapter"})
+    checkpoint_name: str | None = field(default=None, metadata={"help": "name to register; None: generated"})
+
+    learning_rate: float | None = field(  # type: ignore[assignment]
+        default=None, metadata={"help": "None: 2e-4 for LoRA, 2e-5 for a full fine-tune (SFT)"}
+    )
+    num_train_epochs: float = 2.0
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    logging_steps: float = 1
+    save_strategy: str = "no"
+    report_to: str | list[str] | None = "none"
+    bf16: bool | None = None
+    dataloader_pin_memory: bool | None = None
+    # Off (TRL turns it on): a small model on CPU needs no rematerialization, and it costs ~20-30% speed.
+    gradient_checkpointing: bool | None = None
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if self.learning_rate is None:
+            lora, full = self.learning_rates
+            self.learning_rate = full if self.full_finetune else lora
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16  # type: ignore[attr-defined]
+        if self.dataloader_pin_memory is None:  # pinning only helps copies to a GPU; on CPU it warns
+            self.dataloader_pin_memory = torch.cuda.is_available()
+        check = getattr(self, "check_data", None)
+        if check is not None:
+            check()
+        super().__post_init__()  # type: ignore[misc]
+
+
+@dataclass
+class TrainJob:
+    """A prepared training run: the TRL trainer (model, data, collator) and what to record."""
+
+    name: str
+    method: str
+    trainer: Trainer
+    examples: Examples
+    base_model: str
+    parent: str | None
+    kind: Kind
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def reserve_name(config: TrainFields, method: str) -> str:
+    """The checkpoint name to train into (given or generated); a taken name is a ConfigError."""
+    name = config.checkpoint_name or new_checkpoint_name(method)
+    where = checkpoint_dir(name)
+    if (where / RECORD_FILE).exists():
+        raise ConfigError(f"checkpoint {name!r} already exists at {where}; choose another checkpoint_name")
+    return name
+
+
+def trainer_dir(name: str) -> str:
+    """Where the trainer keeps its states (``output_dir``) for checkpoint ``name``."""
+    return str(checkpoint_dir(name) / TRAINER_DIR)
+
+
+def load_policy(
+    config: TrainFields,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, str | None, Kind, bool]:
+    """Load what training starts from: ``(model, tokenizer, base_model, parent, kind, new_adapter)``.
+
+    A LoRA checkpoint continues training its own adapter (same rank and targets), or is merged
+    into its base for a full fine-tune; a full checkpoint is a base model like any other.
+
+    Raises:
+        ModelLoadError: the model cannot be loaded.
+    """
+    from agents.llm.hf_local import load_model_and_tokenizer
+
+    kind: Kind = "full" if config.full_finetune else "lora"
+    parent = find_checkpoint(config.model) if config.model != "embedded" else None
+    if parent is None:
+        model, tok = load_model_and_tokenizer(config.model, trainable=True)
+        return model, tok, config.model, None, kind, not config.full_finetune
+    path, adapter = parent.load_spec()
+    model, tok = load_model_and_tokenizer(path, adapter, trainable=True)
+    if adapter is None:  # a full checkpoint: its weights are the base
+        return model, tok, path, parent.name, kind, not config.full_finetune
+    if config.full_finetune:
+        model = model.merge_and_unload()  # type: ignore[operator]
+        model.requires_grad_(True)  # PEFT froze the base weights; a full fine-tune trains them all
+        return model, tok, parent.base_model, parent.name, kind, False
+    return model, tok, parent.base_model, parent.name, kind, False
+
+
+def lora_config(config: TrainFields) -> LoraConfig:
+    """The LoRA adapter a new run trains."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_job(job: TrainJob) -> Checkpoint:
+    """Train a prepared job, measuring the loss before and after; save and register the checkpoint."""
+    trainer = job.trainer
+    args = trainer.args
+    before = _evaluate(trainer)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    seconds = time.perf_counter() - started
+    after = _evaluate(trainer)
+
+    weights = checkpoint_dir(job.name) / WEIGHTS_DIR
+    shutil.rmtree(weights, ignore_errors=True)  # leftovers of a crashed run under the same name
+    trainer.save_model(str(weights))  # the adapter (or full model), plus the tokenizer
+    _remove_if_empty(checkpoint_dir(job.name) / TRAINER_DIR)  # holds something only if states were saved
+    extra = dict(job.extra)
+    for key in ("mean_token_accuracy", "rewards/accuracies", "rewards/margins"):
+        for when, values in (("before", before), ("after", after)):
+            value = values.get(f"eval_{key}")
+            if value is not None:
+                extra[f"{key.replace('/', '_')}_{when}"] = float(value)
+    metrics = TrainMetrics(
+        loss_before=before.get("eval_loss"),
+        loss_after=after.get("eval_loss"),
+        train_loss=result.metrics.get("train_loss"),
+        examples=len(job.examples.rows),
+        tokens=_tokens_trained(trainer),
+        steps=result.global_step,
+        seconds=round(seconds, 3),
+        extra=extra,
+    )
+    return register_checkpoint(
+        job.name,
+        weights,
+        kind=job.kind,
+        base_model=job.base_model,
+        parent=job.parent,
+        method=job.method,
+        datasets=[job.examples.source],
+        config=args.to_dict(),
+        metrics=metrics,
+    )
+
+
+def _evaluate(trainer: Trainer) -> dict[str, float]:
+    """Mean loss over the (already tokenized) training set, without gradients."""
+    return trainer.evaluate(eval_dataset=trainer.train_dataset, metric_key_prefix="eval")  # type: ignore[arg-type]
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        path.rmdir()
+
+
+def _tokens_trained(trainer: Trainer) -> int:
+    # TRL logs a running count of the non-padding tokens it trained on.
+    counts = [int(log["num_tokens"]) for log in trainer.state.log_history if "num_tokens" in log]
+    return max(counts, default=0)
