@@ -5,7 +5,8 @@ through one forward pass, but their callers — the episodes of a rollout, the r
 ``autodidact serve`` — each ask for one. A :class:`MicroBatcher` sits inside such a backend:
 a worker takes the first waiting request, waits a little for others (up to
 ``max_batch_size``), groups them by identical :class:`~autodidact.types.SamplingParams` and
-makes one batched call per group. The wait is adaptive: ``window_fraction`` of the recent
+LoRA adapter name, and makes one batched call per group, so a call never mixes sampling
+settings or adapters. The wait is adaptive: ``window_fraction`` of the recent
 mean call time (an exponential average), capped at ``window_s`` — about 50 ms before a CPU
 model's multi-second generation, next to nothing before a fast backend. One batch runs at a
 time by default, so requests that arrive while the model is busy form the next batch.
@@ -24,19 +25,31 @@ import asyncio
 import collections
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from autodidact.errors import ConfigError
 from autodidact.types import Completion, Message, SamplingParams
 
-BatchFn = Callable[[Sequence[Sequence[Message]], SamplingParams], Awaitable[list[Completion]]]
+
+class BatchFn(Protocol):
+    """The batched call a :class:`MicroBatcher` makes: one sampling setting, at most one adapter.
+
+    ``adapter`` is passed only for requests that name one, so a backend without adapters can
+    hand over a plain ``generate(conversations, sampling)``.
+    """
+
+    async def __call__(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]: ...
 
 
 @dataclass
 class _Pending:
     conversation: Sequence[Message]
     sampling: SamplingParams
+    adapter: str | None
     future: asyncio.Future[Completion]
 
 
@@ -66,7 +79,8 @@ class MicroBatcher:
         """Keep the settings; the worker starts on the first request.
 
         Args:
-            fn: The batched call: conversations and one sampling setting in, completions out.
+            fn: The batched call: conversations, one sampling setting and (for requests that
+                name one) ``adapter=`` in, completions out.
             name: The backend's name, for error messages.
             max_batch_size: Conversations per call at most.
             window_s: The longest wait after the first request for more to join its batch.
@@ -89,11 +103,21 @@ class MicroBatcher:
         self._mean_call_s: float | None = None
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
-    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
-        """Queue every conversation and wait for their completions, in order."""
-        return list(await asyncio.gather(*(self.submit(c, sampling) for c in conversations)))
+    async def generate(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
+        """Queue every conversation and wait for their completions, in order.
 
-    async def submit(self, conversation: Sequence[Message], sampling: SamplingParams) -> Completion:
+        Args:
+            conversations: The chats to complete.
+            sampling: The sampling settings for all of them.
+            adapter: The LoRA adapter to generate with; ``None``: the backend's default.
+        """
+        return list(await asyncio.gather(*(self.submit(c, sampling, adapter=adapter) for c in conversations)))
+
+    async def submit(
+        self, conversation: Sequence[Message], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> Completion:
         """Queue one conversation and wait for its completion (possibly ``finish_reason="error"``)."""
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
@@ -102,7 +126,7 @@ class MicroBatcher:
             state.worker = loop.create_task(self._run(state), name="autodidact-microbatcher")
             self._loops[loop] = state
         future: asyncio.Future[Completion] = loop.create_future()
-        state.queue.put_nowait(_Pending(conversation, sampling, future))
+        state.queue.put_nowait(_Pending(conversation, sampling, adapter, future))
         return await future
 
     async def aclose(self) -> None:
@@ -147,21 +171,25 @@ class MicroBatcher:
             task.add_done_callback(lambda _t: slots.release())
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
-        groups: dict[SamplingParams, list[_Pending]] = {}
+        groups: dict[tuple[SamplingParams, str | None], list[_Pending]] = {}
         for p in batch:
-            groups.setdefault(p.sampling, []).append(p)
+            groups.setdefault((p.sampling, p.adapter), []).append(p)
         try:
-            for sampling, group in groups.items():  # one after another: they share the model
-                await self._call(sampling, group)
+            for (sampling, adapter), group in groups.items():  # one after another: they share the model
+                await self._call(sampling, adapter, group)
         except asyncio.CancelledError:
             self._resolve(batch, [self._error("the model is shutting down; send the request again")] * len(batch))
             raise
 
-    async def _call(self, sampling: SamplingParams, group: list[_Pending]) -> None:
+    async def _call(self, sampling: SamplingParams, adapter: str | None, group: list[_Pending]) -> None:
         start = time.perf_counter()
         self.batch_sizes.append(len(group))
+        conversations = [p.conversation for p in group]
         try:
-            results = await self._fn([p.conversation for p in group], sampling)
+            if adapter is None:
+                results = await self._fn(conversations, sampling)
+            else:
+                results = await self._fn(conversations, sampling, adapter=adapter)
             took = time.perf_counter() - start
             mean = self._mean_call_s
             self._mean_call_s = took if mean is None else 0.8 * mean + 0.2 * took

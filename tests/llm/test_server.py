@@ -1,7 +1,8 @@
 """`autodidact serve` (agents.llm.server): the OpenAI-compatible app over real HTTP on 127.0.0.1.
 
 A scripted ChatModel pins down the server's logic (response shape, error mapping,
-batching through a MicroBatcher); the last test puts the real embedded model behind the server.
+batching through a MicroBatcher, adapter dispatch); the slow tests put the real embedded model
+behind the server, the last one hot-swapping real LoRA adapters.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from agents.llm.batching import MicroBatcher
 from agents.llm.openai_compat import OpenAIChatModel
 from agents.llm.server import running_server, serving
-from autodidact.errors import ModelLoadError
+from autodidact.errors import ModelLoadError, ModelServerError
 from autodidact.types import Completion, Message, SamplingParams
 
 
@@ -75,11 +77,21 @@ class Batched:
 
 
 class AdapterChatModel(ScriptedChatModel):
-    """A scripted model that also loads adapters (as the transformers backend will)."""
+    """A scripted model that also loads adapters (as the transformers backend does) and
+    records which adapter each ``generate`` call asked for."""
 
     def __init__(self) -> None:
         super().__init__()
         self.loaded: list[str] = []
+        self.adapters: list[str | None] = []
+
+    async def generate(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
+        assert adapter is None or adapter in self.loaded, f"generate asked for {adapter!r}, not loaded"
+        self.adapters.append(adapter)
+        out = await super().generate(conversations, sampling)
+        return [c.model_copy(update={"text": f"{c.text} [{adapter}]"}) for c in out]
 
     async def load_adapter(self, name: str, path: str) -> None:
         if path == "/missing":
@@ -229,21 +241,55 @@ async def test_lora_endpoints_are_501_without_backend_support() -> None:
 
 async def test_lora_endpoints_dispatch_to_the_backend() -> None:
     model = AdapterChatModel()
+    hi = [[Message(role="user", content="hi")]]
     with running_server(model, "scripted") as base:
-        client = OpenAIChatModel(base_url=base, model="scripted")
+        client = OpenAIChatModel(base_url=base, model="scripted", max_retries=0)
         async with client:
             await client.load_adapter("round-1", "/ckpt/round-1")
             assert model.loaded == ["round-1"]
             assert await client.list_models() == ["scripted", "round-1"]
-            [c] = await client.generate([[Message(role="user", content="hi")]], SamplingParams())
-            assert c.finish_reason == "stop"
+            [plain] = await client.generate(hi, SamplingParams())
+            [tuned] = await client.generate(hi, SamplingParams(), adapter="round-1")
+            assert (plain.text, plain.model) == ("echo: hi [None]", "scripted")
+            assert (tuned.text, tuned.model) == ("echo: hi [round-1]", "round-1")
+            assert model.adapters == [None, "round-1"]  # the served name means the base: no adapter
             await client.unload_adapter("round-1")
             assert model.loaded == []
             assert await client.list_models() == ["scripted"]
+            [gone] = await client.generate(hi, SamplingParams(), adapter="round-1")
+            assert gone.finish_reason == "error" and gone.error is not None and "404" in gone.error
+            assert model.adapters == [None, "round-1"]  # the unloaded adapter's request never reached the model
             async with httpx.AsyncClient() as http:
-                r = await http.post(base + "/load_lora_adapter", json={"lora_name": "b", "lora_path": "/missing"})
-    assert r.status_code == 400
-    assert "adapter_config.json" in r.json()["error"]["message"]
+                missing = await http.post(base + "/load_lora_adapter", json={"lora_name": "b", "lora_path": "/missing"})
+                own_name = await http.post(
+                    base + "/load_lora_adapter", json={"lora_name": "scripted", "lora_path": "/x"}
+                )
+    assert missing.status_code == 400
+    assert "adapter_config.json" in missing.json()["error"]["message"]
+    assert own_name.status_code == 400
+    assert "served model's own name" in own_name.json()["error"]["message"]
+
+
+async def test_micro_batcher_never_mixes_adapters_in_one_call() -> None:
+    calls: list[tuple[int, str | None]] = []
+
+    async def fn(
+        conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
+        calls.append((len(conversations), adapter))
+        return [Completion(text=f"{c[-1].content} via {adapter}") for c in conversations]
+
+    batcher = MicroBatcher(fn, window_s=0.05)
+    conv = (Message(role="user", content="q"),)
+    out = await asyncio.gather(
+        batcher.submit(conv, SamplingParams(), adapter="a1"),
+        batcher.submit(conv, SamplingParams(), adapter="a2"),
+        batcher.submit(conv, SamplingParams()),
+        batcher.submit(conv, SamplingParams(), adapter="a1"),
+    )
+    await batcher.aclose()
+    assert [c.text for c in out] == ["q via a1", "q via a2", "q via None", "q via a1"]
+    assert sorted(calls, key=lambda c: c[1] or "") == [(1, None), (2, "a1"), (1, "a2")]  # one call per adapter
 
 
 async def test_serving_on_the_current_loop() -> None:
@@ -289,3 +335,57 @@ async def test_micro_batcher_serves_two_event_loops_at_once() -> None:
     await batcher.aclose()  # the thread's loop is closed by now: nothing to cancel there, no error
     assert (await batcher.generate([conv], SamplingParams()))[0].text == "echo: x"  # usable again
     await batcher.aclose()
+
+
+@pytest.mark.slow
+async def test_embedded_model_hot_swaps_lora_adapters(
+    embedded_model: object, lora_adapters: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from peft import PeftModel
+
+    from agents.llm.hf_local import TransformersChatModel
+
+    assert isinstance(embedded_model, TransformersChatModel)
+    model_before = embedded_model.model
+    grads_before = {n: p.requires_grad for n, p in model_before.named_parameters()}
+    conv = [[Message(role="user", content="Name a colour.")]]
+    greedy = SamplingParams(temperature=0.0, max_tokens=8)
+    try:
+        async with (
+            serving(embedded_model, "embedded") as base_url,
+            OpenAIChatModel(base_url=base_url, model="embedded", max_retries=0, timeout_s=120) as client,
+        ):
+            [start] = await client.generate(conv, greedy)
+            [direct] = await embedded_model.generate(conv, greedy)
+            assert start.finish_reason in ("stop", "length"), start.error
+            assert start.token_ids == direct.token_ids  # the server is a window onto the model
+
+            await client.load_adapter("a1", str(lora_adapters[0]))
+            assert await client.list_models() == ["embedded", "a1"]
+            [tuned] = await client.generate(conv, greedy, adapter="a1")
+            [tuned_direct] = await embedded_model.generate(conv, greedy, adapter="a1")
+            assert tuned.finish_reason in ("stop", "length"), tuned.error
+            assert tuned.model == "a1"
+            assert tuned.token_ids != start.token_ids, "the adapter did not change the output"
+            assert tuned.token_ids == tuned_direct.token_ids
+            [plain] = await client.generate(conv, greedy)
+            assert plain.token_ids == start.token_ids  # the base is untouched while a1 is loaded
+            # Concurrent base and a1 requests: batched per adapter, each gets its own output.
+            both = await asyncio.gather(client.generate(conv, greedy), client.generate(conv, greedy, adapter="a1"))
+            assert [b.token_ids for [b] in both] == [start.token_ids, tuned.token_ids]
+
+            await client.unload_adapter("a1")
+            assert await client.list_models() == ["embedded"]
+            [gone] = await client.generate(conv, greedy, adapter="a1")
+            assert gone.finish_reason == "error" and gone.error is not None and "404" in gone.error
+            [end] = await client.generate(conv, greedy)
+            assert end.token_ids == start.token_ids
+
+            (tmp_path / "not-an-adapter").mkdir()
+            with pytest.raises(ModelServerError, match=r"adapter_config\.json"):
+                await client.load_adapter("a2", str(tmp_path / "not-an-adapter"))
+    finally:
+        for name in list(embedded_model.loaded_adapters):  # the session's model must stay as it was
+            await embedded_model.unload_adapter(name)
+    assert embedded_model.model is model_before and not isinstance(embedded_model.model, PeftModel)
+    assert {n: p.requires_grad for n, p in embedded_model.model.named_parameters()} == grads_before

@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents.llm.base import VLLMConfig
 from agents.llm.vllm_engine import VLLMChatModel
-from autodidact.errors import ModelLoadError
+from autodidact.errors import ConfigError, ModelLoadError
 from autodidact.types import Message, SamplingParams
 
 
@@ -101,3 +102,38 @@ async def test_an_engine_failure_is_an_error_completion(fake_vllm: types.ModuleT
     out = await model.generate([[Message(role="user", content="q")]] * 2, SamplingParams())
     assert [c.finish_reason for c in out] == ["error", "error"]
     assert out[0].error is not None and "CUDA out of memory" in out[0].error
+
+
+async def test_loaded_adapters_are_chosen_per_request(fake_vllm: types.ModuleType, tmp_path: Path) -> None:
+    for name in ("r1", "r2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+    model = VLLMChatModel(model="m", enable_lora=True)
+    conv = [[Message(role="user", content="q")]]
+    await model.load_adapter("r1", str(tmp_path / "r1"))
+    await model.load_adapter("r2", str(tmp_path / "r2"))
+    with pytest.raises(ConfigError, match="already loaded"):
+        await model.load_adapter("r1", str(tmp_path / "r2"))
+    with pytest.raises(ModelLoadError, match=r"adapter_config\.json"):
+        await model.load_adapter("r3", str(tmp_path))
+    await model.generate(conv, SamplingParams())
+    await model.generate(conv, SamplingParams(), adapter="r2")
+    await model.generate(conv, SamplingParams(), adapter="r1")
+    assert [lora for _, _, lora in model._llm.calls] == [
+        None,
+        ("lora", "r2", 3, str(tmp_path / "r2")),
+        ("lora", "r1", 2, str(tmp_path / "r1")),
+    ]
+    await model.unload_adapter("r1")
+    with pytest.raises(ConfigError, match="no adapter named 'r1'"):
+        await model.unload_adapter("r1")
+    [gone] = await model.generate(conv, SamplingParams(), adapter="r1")
+    assert gone.finish_reason == "error" and gone.error is not None and "no adapter named 'r1'" in gone.error
+    await model.load_adapter("r1", str(tmp_path / "r2"))  # a reloaded name gets a new id: vLLM caches by id
+    await model.generate(conv, SamplingParams(), adapter="r1")
+    assert model._llm.calls[-1][2] == ("lora", "r1", 4, str(tmp_path / "r2"))
+
+
+async def test_adapters_need_an_engine_built_with_lora(fake_vllm: types.ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="enable_lora: true"):
+        await VLLMChatModel(model="m").load_adapter("r1", str(tmp_path))

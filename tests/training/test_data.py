@@ -1,0 +1,396 @@
+"""Dataset builders (training.data, training.agent_r) and DPO (training.dpo).
+
+The builders run on hand-made trees of code episodes whose conversations are built with the
+solver's own functions, with a keyed verifier that answers per action, so every row is known
+exactly. Tokenization is checked token by token with the embedded model's tokenizer and
+through the SFT trainer's own dataloader; the verifier and DPO also run on the real embedded
+model (``slow``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from agents.llm.hf_local import TransformersChatModel
+from agents.roles import solver
+from agents.roles.verifier import Verifier
+from autodidact.errors import ConfigError, NothingToTrainError
+from autodidact.types import (
+    Action,
+    Completion,
+    Message,
+    Observation,
+    PolicyRef,
+    SamplingParams,
+    Step,
+    Task,
+    Trajectory,
+)
+from memory.base import TrajectoryStore, open_store
+from training.agent_r import REVISION_THOUGHTS
+from training.data import DataFields, build_examples, save_dataset, tokenize_turns
+from training.dpo import DPOTrainConfig, prepare_dpo
+from training.policy import run_job
+from training.sft import SFTTrainConfig, prepare_sft
+
+TASK = Task(id="bundled/last", suite="bundled", prompt="Write last(xs): the last element of xs.")
+
+
+def code(body: str) -> str:
+    return f"```python\ndef last(xs):\n    return {body}\n```"
+
+
+A0, G, W, C0, W2 = code("xs[len(xs)]"), code("xs[-1]"), code("xs[0]"), code("None"), code("xs[1]")
+FEEDBACK = {
+    A0: "IndexError: list index out of range",
+    G: "3 of 3 tests passed.",
+    W: "1 of 3 tests passed. AssertionError: last([1, 2]) returned 1, expected 2",
+    C0: "exit code 0",
+    W2: "0 of 3 tests passed. AssertionError: last([1]) raised IndexError",
+}
+REWARD = {G: 1.0, W: 1 / 3, W2: 0.0}
+
+
+def path(run: str, id: str, answers: Sequence[str], *, parent: str | None = None) -> Trajectory:
+    """A code episode answering ``answers`` in turn (the last one submitted), its conversation
+    built the way the graphs build it."""
+    messages = solver.initial_messages(Observation(text=TASK.prompt), "code")
+    steps = []
+    said: list[str] = []
+    for i, text in enumerate(answers):
+        last = i == len(answers) - 1
+        obs = Observation(text=FEEDBACK[text])
+        steps.append(
+            Step(
+                index=i,
+                role="solver",
+                messages=tuple(messages),
+                completion=text,
+                action=Action(kind="submit" if last else "run", text=text),
+                observation=obs,
+                reward=REWARD.get(text, 0.0) if last else 0.0,
+                terminated=last,
+            )
+        )
+        said.append(text)
+        messages = solver.next_messages(messages, said, obs, "code")
+    reward = steps[-1].reward
+    return Trajectory(
+        id=id,
+        run_id=run,
+        task=TASK,
+        env_id="code",
+        policy=PolicyRef(model="embedded"),
+        steps=tuple(steps),
+        reward=reward,
+        success=reward >= 1.0,
+        parent_id=parent,
+    )
+
+
+def tree(run: str = "t1") -> list[Trajectory]:
+    """An mcts-like tree: good (A0 then G), bad-late (A0 then W: parts at step 1), bad-early
+    (C0 then W2: parts at step 0)."""
+    return [
+        path(run, f"{run}-good", [A0, G]),
+        path(run, f"{run}-late", [A0, W], parent=f"{run}-good"),
+        path(run, f"{run}-early", [C0, W2], parent=f"{run}-good"),
+    ]
+
+
+class KeyedVerifier:
+    """Answers the verifier by the action it is shown: ``verdicts[action]``, else 'Uncertain'."""
+
+    name = "keyed"
+
+    def __init__(self, verdicts: dict[str, str]) -> None:
+        self.verdicts = verdicts
+        self.asked: list[str] = []
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        out = []
+        for conv in conversations:
+            shown = conv[-1].content.rsplit("Action:\n", 1)[1].split("\n\nEnvironment answer:", 1)[0]
+            self.asked.append(shown)
+            out.append(Completion(text=self.verdicts.get(shown, "Uncertain")))
+        return out
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TrajectoryStore]:
+    s = open_store(str(tmp_path / "t.db"))
+    yield s
+    s.close()
+
+
+def revision(store: TrajectoryStore, verifier: Any, **fields: Any) -> list[dict[str, Any]]:
+    return build_examples(DataFields(run="t1", data=["revision"], **fields), store, verifier=verifier).rows
+
+
+def assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+# --- Agent-R revision trajectories -----------------------------------------------------------------
+
+
+def test_revision_splices_bad_prefix_thought_and_good_continuation(store: TrajectoryStore) -> None:
+    for t in tree():
+        store.append(t)
+    verifier = KeyedVerifier({W: "Bad", C0: "Good", W2: "Uncertain"})
+    ex = build_examples(DataFields(run="t1", data=["revision"]), store, verifier=verifier)
+    rows = {r["trajectory_id"]: r for r in ex.rows}
+    assert set(rows) == {"t1-late", "t1-early"}
+    assert ex.source.counts["pairs"] == 2
+    assert ex.source.counts["cut_by_verifier"] == 1 and ex.source.counts["cut_at_the_end"] == 1
+
+    good = {t.id: t for t in tree()}["t1-good"]
+    # late: shares A0 (trained), W is the first error (no loss), then the thought and G.
+    late = rows["t1-late"]
+    thought = next(t for t in REVISION_THOUGHTS if t in late["messages"][-1]["content"])
+    prompt = [m.model_dump() for m in good.steps[1].messages]  # system, task, A0, its feedback
+    assert late["messages"][: len(prompt)] == prompt
+    rest = late["messages"][len(prompt) :]
+    assert rest[0] == assistant(W) and rest[1]["role"] == "user" and FEEDBACK[W] in rest[1]["content"]
+    assert rest[2] == assistant(f"{thought}\n\n{G}") and len(rest) == 3
+    flags = dict(zip([m["content"] for m in late["messages"]], late["train"], strict=True))
+    assert flags[A0] is True and flags[W] is False and flags[f"{thought}\n\n{G}"] is True
+    assert sum(late["train"]) == 2 and late["origin"].endswith("branch 1, cut 1, verdicts B")
+
+    # early: parts at step 0; no step judged bad, so it is cut at its end: C0 and W2 carry no loss,
+    # then the thought with A0, A0's feedback, and G.
+    early = rows["t1-early"]
+    contents = [m["content"] for m in early["messages"] if m["role"] == "assistant"]
+    thought = next(t for t in REVISION_THOUGHTS if t in contents[2])
+    assert contents == [C0, W2, f"{thought}\n\n{A0}", G]
+    assert [f for m, f in zip(early["messages"], early["train"], strict=True) if m["role"] == "assistant"] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert early["origin"].endswith("branch 0, cut 1, verdicts GU")
+    # the verifier was shown each bad path's steps from the branch point on, nothing of the good path
+    assert sorted(verifier.asked) == sorted([W, C0, W2])
+
+
+def test_revision_pairs_follow_alpha_and_beta(store: TrajectoryStore) -> None:
+    for t in tree():
+        store.append(t)
+    verifier = KeyedVerifier({})
+    # beta 0.8: the late path (reward 1/3, gap 2/3) is too close to the good one
+    assert [r["trajectory_id"] for r in revision(store, verifier, revision_beta=0.8)] == ["t1-early"]
+    with pytest.raises(NothingToTrainError, match=r"no revision examples.*--graph mcts"):
+        revision(store, verifier, revision_alpha=1.5)  # no path is good enough
+
+
+def test_revision_rows_do_not_depend_on_storage_order(tmp_path: Path) -> None:
+    got = []
+    for name, order in (("fwd", tree()), ("rev", tree()[::-1])):
+        with open_store(str(tmp_path / f"{name}.db")) as s:
+            for t in order:
+                s.append(t)
+            got.append(revision(s, KeyedVerifier({W: "Bad"})))
+    assert got[0] == got[1]
+
+
+def test_verifier_parser() -> None:
+    v = Verifier()
+    assert v.parse("Verdict: bad, it returns the first").output.label == "bad"  # type: ignore[union-attr]
+    assert v.parse("Good.").output.label == "good"  # type: ignore[union-attr]
+    assert v.parse("That was a mistake").output.label == "bad"  # type: ignore[union-attr]
+    assert v.parse("I cannot tell").error == "no verdict: expected Good, Bad or Uncertain"
+
+
+@pytest.mark.slow
+def test_revision_with_the_embedded_model_as_verifier(
+    store: TrajectoryStore, embedded_model: TransformersChatModel
+) -> None:
+    for t in tree():
+        store.append(t)
+    ex = build_examples(DataFields(run="t1", data=["revision"]), store, verifier=embedded_model)
+    assert len(ex.rows) == 2
+    for row in ex.rows:
+        verdicts = row["origin"].rsplit("verdicts ", 1)[1]
+        assert verdicts and set(verdicts) <= set("GBUE")
+        assert row["train"][-1] is True and not all(row["train"])  # bad turns carry no loss
+
+
+# --- tokenization: masks exact token by token ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from agents.llm.hf_local import resolve_weights
+
+    return AutoTokenizer.from_pretrained(resolve_weights("embedded"))
+
+
+def spans(ids: list[int], mask: list[int]) -> list[list[int]]:
+    """The runs of consecutive ids whose mask is 1."""
+    out: list[list[int]] = []
+    for i, (t, m) in enumerate(zip(ids, mask, strict=True)):
+        if m:
+            if i == 0 or not mask[i - 1]:
+                out.append([])
+            out[-1].append(t)
+    return out
+
+
+def test_masks_are_exact_token_by_token(store: TrajectoryStore, tokenizer: Any) -> None:
+    for t in tree():
+        store.append(t)
+    rows = revision(store, KeyedVerifier({W: "Bad"}))
+    for row in rows:
+        out = tokenize_turns(tokenizer, row["messages"], row["train"])
+        ids, mask = out["input_ids"], out["completion_mask"]
+        assert len(ids) == len(mask)
+        # the ids are exactly the chat template's text of the whole conversation
+        assert tokenizer.decode(ids) == tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        # each trained span is one trained assistant turn and its end-of-turn marker, in order
+        trained = [m["content"] for m, f in zip(row["messages"], row["train"], strict=True) if f]
+        assert [tokenizer.decode(s) for s in spans(ids, mask)] == [f"{c}<|im_end|>\n" for c in trained]
+        # and every other token — system, user turns, headers, the bad turns — carries no loss
+        untrained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+        for m, f in zip(row["messages"], row["train"], strict=True):
+            assert (m["content"] in untrained) is (not f)
+
+
+def test_a_template_that_is_not_prefix_stable_is_refused(tokenizer: Any) -> None:
+    class Shuffling:
+        def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
+            return "".join(m["content"] for m in reversed(messages))
+
+        def __call__(self, text: str, **_: Any) -> dict[str, list[int]]:
+            return {"input_ids": [ord(c) for c in text]}
+
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(ConfigError, match="extension of its prefixes"):
+        tokenize_turns(Shuffling(), [*messages, {"role": "user", "content": "c"}], [False, True, False])
+
+
+TINY = {
+    "max_steps": 2,
+    "per_device_train_batch_size": 2,
+    "per_device_eval_batch_size": 4,
+    "learning_rate": 1e-3,
+    "lora_dropout": 0.0,
+    "disable_tqdm": True,
+}
+
+
+@pytest.mark.slow
+def test_revision_masks_reach_the_trainer(store: TrajectoryStore) -> None:
+    for t in tree():
+        store.append(t)
+    cfg = SFTTrainConfig(run="t1", data=["revision", "success"], checkpoint_name="rev", **TINY)  # type: ignore[arg-type]
+    job = prepare_sft(cfg, store, verifier=KeyedVerifier({W: "Bad"}))
+    rows = job.examples.rows
+    assert job.examples.source.kind == "revision+success" and len(rows) == 4  # 2 revisions, G and A0 of good
+    tok = job.trainer.processing_class
+    expected = {tuple(tokenize_turns(tok, r["messages"], r["train"])["input_ids"]): r for r in rows}
+    seen = 0
+    for batch in job.trainer.get_train_dataloader():
+        for ids, labels, attn in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+            n = int(attn.sum())
+            ids_l, labels_l = ids.tolist()[:n], labels.tolist()
+            row = expected[tuple(ids_l)]
+            mask = tokenize_turns(tok, row["messages"], row["train"])["completion_mask"]
+            assert labels_l[:n] == [t if m else -100 for t, m in zip(ids_l, mask, strict=True)]
+            assert labels_l[n:] == [-100] * (len(labels_l) - n)
+            seen += 1
+    assert seen == len(rows)  # (that a training step lowers the loss on such rows: tests/training/test_sft.py)
+
+
+# --- DPO ----------------------------------------------------------------------------------------------
+
+
+def samples(run: str) -> list[Trajectory]:
+    """Four one-step samples of one prompt (G twice, W, W2) and one failure of another task."""
+    other = path(run, f"{run}-z", [W]).model_copy(update={"task": TASK.model_copy(update={"id": "bundled/z"})})
+    return [
+        path(run, f"{run}-g1", [G]),
+        path(run, f"{run}-g2", [G]),
+        path(run, f"{run}-w", [W]),
+        path(run, f"{run}-w2", [W2]),
+        other,
+    ]
+
+
+def test_dpo_pairs_same_prompt_success_over_failure(store: TrajectoryStore) -> None:
+    for t in samples("d1"):
+        store.append(t)
+    ex = build_examples(DataFields(run="d1"), store, "dpo")
+    pairs = [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in ex.rows]
+    assert sorted(pairs) == sorted([(G, W), (G, W2)])
+    assert {r["chosen_id"] for r in ex.rows} == {"d1-g1"}  # the smaller id of the duplicates
+    assert all(r["prompt"] == [m.model_dump() for m in samples("d1")[0].steps[0].messages] for r in ex.rows)
+    assert ex.source.counts["prompts"] == 1
+    capped = build_examples(DataFields(run="d1", max_pairs_per_prompt=1), store, "dpo")
+    assert len(capped.rows) == 1 and capped.source.counts["pairs_dropped"] == 1
+
+
+@pytest.mark.slow
+def test_dpo_trains_and_registers(store: TrajectoryStore) -> None:
+    for t in samples("d1"):
+        store.append(t)
+    job = prepare_dpo(DPOTrainConfig(run="d1", checkpoint_name="dpo-1", **TINY), store)  # type: ignore[arg-type]
+    before = {n: p.detach().clone() for n, p in job.trainer.model.named_parameters() if p.requires_grad}
+    ckpt = run_job(job)
+    after = dict(job.trainer.model.named_parameters())
+    assert before and all(not torch.equal(p, after[n]) for n, p in before.items())
+    m = ckpt.metrics
+    assert ckpt.method == "dpo" and ckpt.kind == "lora" and m.steps == 2 and m.examples == 2
+    assert m.loss_before is not None and m.loss_after is not None and m.loss_after < m.loss_before
+    assert "rewards_accuracies_after" in m.extra
+
+
+# --- role data -----------------------------------------------------------------------------------------
+
+
+def test_role_rows_reviewer_refiner_world_model(store: TrajectoryStore) -> None:
+    for t in tree():
+        store.append(t)
+    reviews = build_examples(DataFields(run="t1"), store, "reviewer").rows
+    answers = {r["messages"][-2]["content"].split("Attempt:\n", 1)[1].split("\n\n", 1)[0]: r for r in reviews}
+    assert set(answers) == {G, W, W2}  # each finished attempt
+    assert (
+        answers[G]["messages"][-1]["content"]
+        == "Score: 10\nCritique: It is right: it passes every check. Nothing to fix."
+    )
+    assert answers[W]["messages"][-1]["content"] == f"Score: 3\nCritique: It is wrong: {FEEDBACK[W]}"
+
+    fixes = build_examples(DataFields(run="t1"), store, "refiner").rows
+    assert len(fixes) == 2  # W and W2, each fixed by G
+    assert all(r["messages"][-1]["content"].endswith(f"Answer:\n{G}") for r in fixes)
+    assert all(r["origin"] == "refiner: fixed by t1-good" for r in fixes)
+
+    world = build_examples(DataFields(run="t1"), store, "world_model").rows
+    # the second action of each path, after the first one's observation
+    assert sorted(r["messages"][-1]["content"] for r in world) == sorted([FEEDBACK[G], FEEDBACK[W], FEEDBACK[W2]])
+    row = next(r for r in world if r["messages"][-1]["content"] == FEEDBACK[W2])
+    assert f"Now:\n{FEEDBACK[C0]}" in row["messages"][-2]["content"] and W2.strip() in row["messages"][-2]["content"]
+
+
+def test_save_dataset_writes_rows_and_a_card(store: TrajectoryStore, tmp_path: Path) -> None:
+    import datasets
+
+    for t in samples("d1"):
+        store.append(t)
+    ex = build_examples(DataFields(run="d1"), store, "dpo")
+    where = save_dataset(ex, tmp_path / "pairs")
+    assert datasets.load_from_disk(str(where)).to_list() == ex.rows
+    card = (where / "README.md").read_text()
+    assert "# Autodidact dataset: dpo" in card and "source runs: d1" in card and "prompts 1" in card
+    with pytest.raises(ConfigError, match="not empty"):
+        save_dataset(ex, where)
