@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.checkpointer import open_checkpointer
 from agents.graphs.react import DEFAULT_SAMPLING, SolverContext, TreePath, acted, replay
-from agents.llm.base import ChatModel, resolve_model
+from agents.llm.base import AdapterView, ChatModel, TransformersConfig, resolve_model
 from agents.roles.reflector import Reflector
 from autodidact import registry
 from autodidact.config import home
@@ -364,18 +364,44 @@ async def reflect(
 
 
 async def bind_roles(cfg: RunConfig, model: ChatModel, stack: AsyncExitStack) -> Bindings:
-    """Build each role's own model (one per distinct spec; the run's model is reused)."""
+    """Build each role's own model (one per distinct spec; the run's model is reused).
+
+    A role's LoRA checkpoint on the run model's own base is loaded as an adapter into the run's
+    model (an :class:`~agents.llm.base.AdapterView`), not as a second copy of the base; it is
+    unloaded when the run ends.
+    """
     built: dict[str, ChatModel] = {cfg.model: model}
     models = {}
     for name, binding in cfg.roles.items():
         if binding.model is None:
             continue
         if binding.model not in built:
-            m = resolve_model(binding.model).build()
-            stack.push_async_callback(m.aclose)
-            built[binding.model] = m
+            spec = resolve_model(binding.model)
+            if _shares_base(model, spec):
+                assert isinstance(spec, TransformersConfig) and spec.adapter is not None
+                adapter = f"role{len(built)}_{name}"
+                await model.load_adapter(adapter, spec.adapter)  # type: ignore[attr-defined]
+                stack.push_async_callback(model.unload_adapter, adapter)  # type: ignore[attr-defined]
+                built[binding.model] = AdapterView(model, adapter)
+            else:
+                m = spec.build()
+                stack.push_async_callback(m.aclose)
+                built[binding.model] = m
         models[name] = built[binding.model]
     return Bindings(models=models, samplings=role_sampling(cfg))
+
+
+def _shares_base(model: ChatModel, spec: Any) -> bool:
+    """``spec`` is a LoRA adapter on the base ``model`` runs (same weights, device and dtype),
+    and ``model`` can load adapters."""
+    mine = getattr(model, "config", None)
+    return (
+        isinstance(spec, TransformersConfig)
+        and spec.adapter is not None
+        and isinstance(mine, TransformersConfig)
+        and hasattr(model, "load_adapter")
+        and (mine.path, mine.device, mine.dtype) == (spec.path, spec.device, spec.dtype)
+    )
 
 
 async def run_rollout(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -49,3 +50,50 @@ def embedded_model():  # type: ignore[no-untyped-def]
     from agents.llm.base import TransformersConfig
 
     return TransformersConfig().build()
+
+
+# LoRA adapters for the hot-swap and per-role adapter tests, made without training (random, so they change outputs).
+def save_random_lora(model: object, out: Path, seed: int) -> Path:
+    """Save a random LoRA adapter (r=8 on every linear layer) for ``model``; leave ``model`` untouched."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    with torch.random.fork_rng():  # the adapter's random init must not move the session's RNG
+        torch.manual_seed(seed)
+        # A copy of the loaded model (~0.5 s) instead of a second load from disk; get_peft_model changes it in place.
+        peft_model = get_peft_model(
+            copy.deepcopy(model),  # type: ignore[arg-type]
+            LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False),
+        )
+        peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(embedded_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """Two different random LoRA adapters for the embedded model."""
+    from peft import PeftModel
+
+    assert not isinstance(embedded_model.model, PeftModel), "a test left an adapter on the shared embedded model"
+    root = tmp_path_factory.mktemp("lora")
+    return save_random_lora(embedded_model.model, root / "a1", 1), save_random_lora(
+        embedded_model.model, root / "a2", 2
+    )
+
+
+@pytest.fixture(scope="session")
+def foreign_lora_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter for a tiny Llama of another width: it does not fit the embedded model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=256,
+        )
+    )
+    return save_random_lora(tiny, tmp_path_factory.mktemp("lora") / "foreign", 3)

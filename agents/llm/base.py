@@ -47,6 +47,30 @@ class ChatModel(Protocol):
         ...
 
 
+class AdapterView:
+    """One LoRA adapter of a model that serves several, as a ChatModel of its own.
+
+    ``generate`` calls ``model.generate(..., adapter=name)``: the adapter must be loaded in
+    ``model`` (``load_adapter``), and many views share the one base model's memory. Used to
+    give each role its own adapter (``autodidact run --role-model reviewer=<checkpoint>``).
+
+    Example:
+        >>> await model.load_adapter("reviewer", "runs/checkpoints/rev-1/model")  # doctest: +SKIP
+        >>> reviewer = AdapterView(model, "reviewer")  # doctest: +SKIP
+    """
+
+    def __init__(self, model: ChatModel, adapter: str) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.name = f"{model.name}+{adapter}"
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        return await self.model.generate(conversations, sampling, adapter=self.adapter)  # type: ignore[call-arg]
+
+    async def aclose(self) -> None:
+        """Nothing: the view owns nothing (whoever loaded the adapter unloads it)."""
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
