@@ -478,7 +478,9 @@ def checkpoints_list() -> None:
 
     from training.checkpoints import list_checkpoints
 
-    table = Table("name", "method", "kind", "base", "parent", "runs", "examples", "loss before → after", "created")
+    table = Table(
+        "name", "method", "kind", "base", "parent", "data", "runs", "examples", "loss before → after", "created"
+    )
     import datetime as dt
 
     for c in list_checkpoints():
@@ -490,7 +492,8 @@ def checkpoints_list() -> None:
         )
         runs = ",".join(r for d in c.datasets for r in d.runs)
         when = dt.datetime.fromtimestamp(c.created_at).strftime("%Y-%m-%d %H:%M")
-        table.add_row(c.name, c.method, c.kind, c.base_model, c.parent or "", runs, str(m.examples), loss, when)
+        data = ",".join(d.kind for d in c.datasets)
+        table.add_row(c.name, c.method, c.kind, c.base_model, c.parent or "", data, runs, str(m.examples), loss, when)
     _console().print(table)
 
 

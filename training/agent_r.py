@@ -164,9 +164,18 @@ async def first_errors(model: ChatModel, found: Sequence[Pair]) -> list[tuple[in
     Every judgement a pair may need is asked at once (the model batches them); the cut is the
     first ``b`` in path order, as a step-by-step search would find it.
     """
+    from tqdm.auto import tqdm
+
     role = Verifier()
     calls = [(i, k) for i, p in enumerate(found) for k in range(p.branch, len(p.bad.steps))]
-    results = await asyncio.gather(*(role.call(model, **verifier_fields(found[i].bad, k)) for i, k in calls))
+    with tqdm(total=len(calls), desc="Agent-R: verifier judging steps", unit="step", disable=len(calls) < 8) as bar:
+
+        async def judge(i: int, k: int) -> Any:
+            call = await role.call(model, **verifier_fields(found[i].bad, k))
+            bar.update(1)
+            return call
+
+        results = await asyncio.gather(*(judge(i, k) for i, k in calls))
     letters: dict[int, list[str]] = defaultdict(list)
     for (i, _k), call in zip(calls, results, strict=True):
         if call.output is not None:

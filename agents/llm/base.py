@@ -13,9 +13,9 @@ Backends are sibling modules: :mod:`agents.llm.hf_local` (transformers, CPU or G
 imports the backend lazily.
 
 Example:
-    >>> cfg = resolve_model("http://127.0.0.1:8000/v1")
-    >>> cfg.type
-    'openai'
+    >>> cfg = resolve_model("http://127.0.0.1:8000/v1#round-1")
+    >>> cfg.type, cfg.base_url, cfg.model
+    ('openai', 'http://127.0.0.1:8000/v1', 'round-1')
 """
 
 from __future__ import annotations
@@ -132,14 +132,16 @@ ModelConfig = Annotated[TransformersConfig | OpenAIConfig | VLLMConfig, Field(di
 def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig:
     """Turn a ``--model`` string into a config.
 
-    Accepted: ``embedded``; an ``http(s)://`` URL of an OpenAI-compatible server; a registered
+    Accepted: ``embedded``; an ``http(s)://`` URL of an OpenAI-compatible server (``URL#name``
+    asks for the model, or loaded LoRA adapter, of that name on it); a registered
     checkpoint name (see :mod:`training.checkpoints`); a local model dir, adapter dir or
     ``.gguf`` file; otherwise an HF id (loaded from the local HF cache).
     """
     if spec == EMBEDDED:
         return TransformersConfig()
     if spec.startswith(("http://", "https://")):
-        return OpenAIConfig(base_url=spec.rstrip("/"))
+        url, _, served = spec.partition("#")  # URL#name: that model (or loaded adapter) on the server
+        return OpenAIConfig(base_url=url.rstrip("/"), model=served)
     from training.checkpoints import find_checkpoint
 
     ckpt = find_checkpoint(spec)

@@ -273,3 +273,12 @@ def test_config_or_fields_but_not_both() -> None:
     assert OpenAIChatModel(base_url="http://h:1/v1", model="x").name == "openai:x"
     with pytest.raises(TypeError):
         OpenAIChatModel(OpenAIConfig(base_url="http://h:1/v1"), model="x")
+
+
+def test_a_url_with_a_name_asks_for_that_model_on_the_server() -> None:
+    from agents.llm.base import OpenAIConfig, resolve_model
+
+    assert resolve_model("http://127.0.0.1:8000/v1#round-1") == OpenAIConfig(
+        base_url="http://127.0.0.1:8000/v1", model="round-1"
+    )
+    assert resolve_model("http://127.0.0.1:8000/v1/") == OpenAIConfig(base_url="http://127.0.0.1:8000/v1", model="")

@@ -394,3 +394,30 @@ def test_save_dataset_writes_rows_and_a_card(store: TrajectoryStore, tmp_path: P
     assert "# Autodidact dataset: dpo" in card and "source runs: d1" in card and "prompts 1" in card
     with pytest.raises(ConfigError, match="not empty"):
         save_dataset(ex, where)
+
+
+def test_cli_data_build_writes_the_dataset_and_says_what_is_missing(tmp_path: Path) -> None:
+    import datasets
+    from typer.testing import CliRunner
+
+    from autodidact.cli import app
+
+    db = str(tmp_path / "cli.db")
+    with open_store(db) as s:
+        for t in tree():
+            s.append(t)
+    runner = CliRunner()
+    out = tmp_path / "reviews"
+    done = runner.invoke(app, ["data", "build", "reviewer", "--run", "t1", "--out", str(out), "--store", db])
+    assert done.exit_code == 0, done.output
+    assert "3 reviewer rows saved" in done.output and len(datasets.load_from_disk(str(out))) == 3
+    assert "# Autodidact dataset: reviewer" in (out / "README.md").read_text()
+    pairs = runner.invoke(app, ["data", "build", "dpo", "--run", "t1", "--out", str(tmp_path / "p"), "--store", db])
+    assert "2 dpo rows saved" in pairs.output  # the tree's siblings: A0 over C0, G over W
+    high = ["--set", "min_reward=2"]  # nothing succeeds
+    empty = runner.invoke(app, ["data", "build", "dpo", "--out", str(tmp_path / "x"), "--store", db, *high])
+    # (autodidact.cli.main turns these errors into one line and exit code 2)
+    assert isinstance(empty.exception, NothingToTrainError) and "no dpo examples" in str(empty.exception)
+    assert not (tmp_path / "x").exists()
+    bad = runner.invoke(app, ["data", "build", "rewards", "--out", str(tmp_path / "y"), "--store", db])
+    assert isinstance(bad.exception, ConfigError) and "unknown data kind" in str(bad.exception)
