@@ -395,3 +395,26 @@ def test_training_on_a_checkpoint_continues_its_adapter_and_sets_parent(
     assert child.metrics.loss_before == pytest.approx(trained.ckpt.metrics.loss_after, abs=1e-4)
     assert find_checkpoint("sft-second") == child
     assert [c.name for c in list_checkpoints()] == ["sft-second", "sft-first"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_its_saved_state(store: TrajectoryStore, _isolated_home: Path) -> None:
+    fill(store)
+    saving: dict[str, Any] = {**TINY, "save_strategy": "steps", "save_steps": 1, "checkpoint_name": "res"}
+    first = prepare_sft(SFTTrainConfig(run="r1", **{**saving, "max_steps": 1}), store)
+    first.trainer.train()  # then the process dies: nothing is registered
+    states = _isolated_home / "checkpoints" / "res" / "trainer"
+    assert (states / "checkpoint-1" / "trainer_state.json").is_file() and find_checkpoint("res") is None
+
+    job = prepare_sft(SFTTrainConfig(run="r1", resume_from_checkpoint=True, **saving), store)  # type: ignore[arg-type]
+    ran: list[int] = []
+    step = job.trainer.training_step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        ran.append(job.trainer.state.global_step)
+        return step(*args, **kwargs)
+
+    job.trainer.training_step = counted  # type: ignore[method-assign]
+    ckpt = run_job(job)
+    assert ran == [1]  # only the second step ran: the first came back from the saved state
+    assert ckpt.metrics.steps == 2 and find_checkpoint("res") == ckpt
