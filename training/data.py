@@ -24,7 +24,7 @@ Kinds (``DataFields.data``):
 - ``world_model`` — the world model's prompt (what the environment showed, one action) and
   what it showed next. The first action of an episode has no stored observation before it
   and gives no row.
-- ``dpo`` (:func:`dpo_examples`) — preference pairs: at the same task and the same prefix (the
+- ``dpo`` (:func:`dpo_rows`) — preference pairs: at the same task and the same prefix (the
   exact messages a step was sent), a completion from a successful episode is ``chosen`` over
   one from a failed episode.
 

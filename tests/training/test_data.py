@@ -38,6 +38,8 @@ from training.dpo import DPOTrainConfig, prepare_dpo
 from training.policy import run_job
 from training.sft import SFTTrainConfig, prepare_sft
 
+from .test_sft import TINY  # two optimizer steps of batch 2: a test-sized run
+
 TASK = Task(id="bundled/last", suite="bundled", prompt="Write last(xs): the last element of xs.")
 
 
@@ -277,16 +279,6 @@ def test_a_template_that_is_not_prefix_stable_is_refused(tokenizer: Any) -> None
     messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     with pytest.raises(ConfigError, match="extension of its prefixes"):
         tokenize_turns(Shuffling(), [*messages, {"role": "user", "content": "c"}], [False, True, False])
-
-
-TINY = {
-    "max_steps": 2,
-    "per_device_train_batch_size": 2,
-    "per_device_eval_batch_size": 4,
-    "learning_rate": 1e-3,
-    "lora_dropout": 0.0,
-    "disable_tqdm": True,
-}
 
 
 @pytest.mark.slow
