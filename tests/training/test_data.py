@@ -413,3 +413,53 @@ def test_cli_data_build_writes_the_dataset_and_says_what_is_missing(tmp_path: Pa
     assert not (tmp_path / "x").exists()
     bad = runner.invoke(app, ["data", "build", "rewards", "--out", str(tmp_path / "y"), "--store", db])
     assert isinstance(bad.exception, ConfigError) and "unknown data kind" in str(bad.exception)
+
+
+def web_path(run: str, id: str, answers: Sequence[tuple[str, str, float, bool]]) -> Trajectory:
+    """A web episode: each answer with the page it led to, its reward and whether it ended the episode."""
+    page = Observation(text='Goal: click OK.\n[e3] button "Cancel"\n[e4] button "OK"')
+    messages = solver.initial_messages(page, "web")
+    steps, said = [], []
+    for i, (text, shown, reward, done) in enumerate(answers):
+        obs = Observation(text=shown)
+        steps.append(
+            Step(
+                index=i,
+                role="solver",
+                messages=tuple(messages),
+                completion=text,
+                action=solver.parse_action(text, "web").action,
+                observation=obs,
+                reward=reward,
+                terminated=done,
+            )
+        )
+        said.append(text)
+        messages = solver.next_messages(messages, said, obs, "web")
+    return Trajectory(
+        id=id,
+        run_id=run,
+        task=TASK.model_copy(update={"id": "web/ok", "suite": "miniwob"}),
+        env_id="web",
+        policy=PolicyRef(model="embedded"),
+        steps=tuple(steps),
+        reward=steps[-1].reward,
+        success=steps[-1].reward >= 1.0,
+    )
+
+
+def test_web_revision_rows_are_one_prompt_per_trained_turn(store: TrajectoryStore) -> None:
+    store.append(web_path("w1", "w1-good", [("click(e4)", "Done.", 1.0, True)]))
+    store.append(web_path("w1", "w1-bad", [("click(e3)", '[e5] link "Back"', 0.0, False), ("stop()", "", 0.0, True)]))
+    [row] = build_examples(
+        DataFields(run="w1", data=["revision"]), store, verifier=KeyedVerifier({"click(e3)": "Bad"})
+    ).rows
+    *prompt, answer = row["messages"]
+    # the page the bad click led to, with the bad click in the history; then the thought and the good click
+    assert prompt[-1]["role"] == "user" and 'link "Back"' in prompt[-1]["content"]
+    assert "Your previous actions:\n1. click(e3)" in prompt[-1]["content"]
+    assert answer["role"] == "assistant" and answer["content"].endswith("\n\nclick(e4)")
+    parsed = solver.parse_action(answer["content"], "web")  # the thought does not hide the action
+    assert parsed.error is None and parsed.action.kind == "click" and parsed.action.args == {"ref": "e4"}
+    assert row["train"] == [False] * len(prompt) + [True]
+    assert row["origin"].endswith("branch 0, cut 0, verdicts B")
