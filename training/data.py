@@ -218,6 +218,7 @@ def success_rows(
 ) -> list[dict[str, Any]]:
     """``success``: every usable acting step of a successful episode."""
     rows = _Rows(tally)
+    tally.counts["successes"] = 0
     for traj in episodes(store, qs, tally):
         if not succeeded(traj, fields.min_reward):
             continue
@@ -451,8 +452,13 @@ def _nothing_message(source: DataSource) -> str:
     roles_hint = f"check --set roles=[...] (now {', '.join(source.filters.get('roles', []))})"
     if source.kind == "success" and source.counts.get("successes"):
         return f"{what} no success examples ({counts}): no usable acting step; nothing to train on — {roles_hint}"
+    if source.kind == "success":
+        bar = "successful" if source.filters.get("min_reward") is None else f"reward >= {source.filters['min_reward']}"
+        return (
+            f"{what} 0 {bar} episodes ({counts}); nothing to train on — collect more episodes "
+            "or lower the bar with --set min_reward=0.5"
+        )
     hint = {
-        "success": "collect more episodes or lower the bar with --set min_reward=0.5",
         "revision": "collect search trees with --graph mcts (a task needs a good and a bad path), "
         "or relax --set revision_alpha=... revision_beta=...",
         "dpo": "a prompt needs a successful and a failed completion: sample several per task (--samples 4)",

@@ -162,7 +162,10 @@ def test_dataset_roles_and_min_reward_select_other_rows(store: TrajectoryStore) 
 def test_run_without_successes_is_nothing_to_train_with_counts(store: TrajectoryStore) -> None:
     for task in ("a", "b", "c"):
         store.append(episode("r3", task, success=False))
-    with pytest.raises(NothingToTrainError, match=r"run r3 has no success examples \(trajectories 3, selected 3,") as e:
+    with pytest.raises(
+        NothingToTrainError,
+        match=r"run r3 has 0 successful episodes \(trajectories 3, selected 3, successes 0, examples 0\)",
+    ) as e:
         sft(store, "r3")
     assert "\n" not in str(e.value) and "--set min_reward=" in str(e.value)
     with pytest.raises(
@@ -176,7 +179,7 @@ def test_train_sft_fails_fast_on_bad_run_or_empty_data(store: TrajectoryStore, _
     store.append(episode("r3", "a", success=False))
     with pytest.raises(ConfigError, match="run 'nope' is not in the store"):
         train_sft(SFTTrainConfig(run="nope"), store)
-    with pytest.raises(NothingToTrainError, match=r"run r3 has no success examples"):
+    with pytest.raises(NothingToTrainError, match=r"run r3 has 0 successful episodes"):
         train_sft(SFTTrainConfig(run="r3"), store)
     with pytest.raises(ConfigError, match="data must list SFT data kinds"):
         SFTTrainConfig(run="r3", data=["succes"])
