@@ -257,7 +257,7 @@ def revision_rows(
     tally.counts["pairs"] = len(found)
     if not found:
         return []
-    cuts = _run(first_errors, found, model, fields)
+    cuts = _judge(found, model, fields)
     rows = _Rows(tally)
     for pair, (cut, verdicts) in zip(found, cuts, strict=True):
         tally.counts["cut_by_verifier" if "b" in verdicts else "cut_at_the_end"] += 1
@@ -268,17 +268,17 @@ def revision_rows(
     return rows.sorted()
 
 
-def _run(fn: Any, found: list[Pair], model: ChatModel | None, fields: DataFields) -> list[tuple[int, str]]:
+def _judge(found: list[Pair], model: ChatModel | None, fields: DataFields) -> list[tuple[int, str]]:
     """Run the verifier over ``found`` on a fresh event loop, building (and closing) the model if needed."""
     from agents.llm.base import resolve_model
 
     async def go() -> list[tuple[int, str]]:
         if model is not None:
-            return list(await fn(model, found))
+            return await first_errors(model, found)
         spec = getattr(fields, "model", "embedded") if fields.verifier == "policy" else fields.verifier
         built = resolve_model(spec).build()
         try:
-            return list(await fn(built, found))
+            return await first_errors(built, found)
         finally:
             await built.aclose()
 
