@@ -27,6 +27,7 @@ def register_all() -> None:
     register("role", "judge", "agents.roles.judge:Judge")
     register("role", "reflector", "agents.roles.reflector:Reflector")
     register("role", "verifier", "agents.roles.verifier:Verifier")
+    register("role", "outcome", "agents.roles.outcome:OutcomeJudge")
 
     register("graph", "react", "agents.graphs.react:build_react_graph")
     register("graph", "reflexion", "agents.graphs.reflexion:build_reflexion_graph")
@@ -46,6 +47,7 @@ def register_all() -> None:
 
     register("trainer", "sft", "training.sft:train_sft")
     register("trainer", "dpo", "training.dpo:train_dpo")
+    register("trainer", "webrl", "training.webrl:train_webrl")
 
     register("policy", "code:reference", "environments.code.policies:ReferencePolicy")
     register("policy", "code:mutant", "environments.code.policies:MutantPolicy")

@@ -5,7 +5,7 @@ kernel imports nothing heavy. Every :class:`~autodidact.errors.AutodidactError` 
 one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
 
     autodidact run --env code --suite bundled --limit 8
-    autodidact train --method sft|dpo --run RUN [--data success|revision|reviewer|refiner|world_model]
+    autodidact train --method sft|dpo|webrl --run RUN [--data success|revision|reviewer|refiner|world_model|orm]
     autodidact data build KIND --run RUN --out DIR
     autodidact run --suite bundled --split test --model CHECKPOINT
     autodidact serve --model embedded --port 8000
@@ -196,10 +196,10 @@ def _print_run(console: Any, trajectories: list[Any], tasks: list[Any]) -> None:
 @app.command()
 def train(
     run: Annotated[list[str], typer.Option("--run", help="run id(s) whose episodes to learn from")],
-    method: Annotated[str, typer.Option(help="training method: sft or dpo")] = "sft",
+    method: Annotated[str, typer.Option(help="training method: sft, dpo or webrl")] = "sft",
     data: Annotated[
         list[str] | None,
-        typer.Option("--data", help="sft data kind(s), mixed: success, revision, reviewer, refiner, world_model"),
+        typer.Option("--data", help="sft data kind(s), mixed: success, revision, reviewer, refiner, world_model, orm"),
     ] = None,
     model: Annotated[str | None, typer.Option(help="base model or checkpoint to continue [default: embedded]")] = None,
     name: Annotated[str | None, typer.Option(help="checkpoint name [default: generated]")] = None,
@@ -207,7 +207,7 @@ def train(
     set_: SetOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Fine-tune on stored trajectories (SFT or DPO, LoRA by default) and register a checkpoint."""
+    """Fine-tune on stored trajectories (SFT, DPO or WebRL; LoRA by default) and register a checkpoint."""
     import inspect
 
     from autodidact import registry
@@ -238,7 +238,7 @@ def train(
 
 @data_app.command("build")
 def data_build(
-    kind: Annotated[str, typer.Argument(help="success, revision, reviewer, refiner, world_model or dpo")],
+    kind: Annotated[str, typer.Argument(help="success, revision, reviewer, refiner, world_model, orm or dpo")],
     out: Annotated[Path, typer.Option("--out", help="directory for the Hugging Face dataset (must be new)")],
     run: Annotated[list[str] | None, typer.Option("--run", help="run id(s) [default: every run]")] = None,
     config: ConfigOpt = None,

@@ -24,6 +24,9 @@ Kinds (``DataFields.data``):
 - ``world_model`` — the world model's prompt (what the environment showed, one action) and
   what it showed next. The first action of an episode has no stored observation before it
   and gives no row.
+- ``orm`` — WebRL's outcome reward model: the ``outcome`` role's prompt for each finished
+  episode (the task and what the agent did, :func:`agents.roles.outcome.transcript`) and its
+  real outcome, ``YES`` or ``NO`` (:class:`training.webrl.OutcomeRewardModel` reads it back).
 - ``dpo`` (:func:`dpo_rows`) — preference pairs: at the same task and the same prefix (the
   exact messages a step was sent), a completion from a successful episode is ``chosen`` over
   one from a failed episode.
@@ -62,7 +65,7 @@ from training.checkpoints import DataSource
 if TYPE_CHECKING:
     from agents.llm.base import ChatModel
 
-SFT_KINDS = ("success", "revision", "reviewer", "refiner", "world_model")
+SFT_KINDS = ("success", "revision", "reviewer", "refiner", "world_model", "orm")
 KINDS = (*SFT_KINDS, "dpo")
 FEEDBACK_CHARS = 300  # of the environment's feedback, in a hindsight critique
 
@@ -337,6 +340,25 @@ def world_model_rows(
     return rows.sorted()
 
 
+def orm_rows(
+    store: TrajectoryStore, qs: Sequence[TrajectoryQuery], fields: DataFields, tally: _Tally
+) -> list[dict[str, Any]]:
+    """``orm``: each finished episode (the task, what the agent did) and whether it succeeded."""
+    from agents.roles.outcome import OutcomeJudge, transcript
+
+    role, rows = OutcomeJudge(), _Rows(tally)
+    for traj in episodes(store, qs, tally):
+        text = transcript(traj, fields.roles)
+        if text == "(nothing)":
+            tally.counts["no_action"] += 1
+            continue
+        ok = succeeded(traj, fields.min_reward)
+        tally.counts["yes" if ok else "no"] += 1
+        prompt = role.messages(task=traj.task.prompt, transcript=text)
+        rows.add(conversation_row(prompt, "YES" if ok else "NO", traj, "orm"))
+    return rows.sorted()
+
+
 def dpo_rows(
     store: TrajectoryStore, qs: Sequence[TrajectoryQuery], fields: DataFields, tally: _Tally
 ) -> list[dict[str, Any]]:
@@ -376,6 +398,7 @@ _BUILDERS = {
     "reviewer": reviewer_rows,
     "refiner": refiner_rows,
     "world_model": world_model_rows,
+    "orm": orm_rows,
     "dpo": dpo_rows,
 }
 

@@ -224,6 +224,11 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def _tokens_trained(trainer: Trainer) -> int:
-    # TRL logs a running count of the non-padding tokens it trained on.
-    counts = [int(log["num_tokens"]) for log in trainer.state.log_history if "num_tokens" in log]
+    # TRL logs a running count of the non-padding tokens it trained on; a plain Trainer does with
+    # include_num_input_tokens_seen.
+    counts = [
+        int(log.get("num_tokens", log.get("num_input_tokens_seen", 0)))
+        for log in trainer.state.log_history
+        if "num_tokens" in log or "num_input_tokens_seen" in log
+    ]
     return max(counts, default=0)

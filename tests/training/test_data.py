@@ -9,7 +9,7 @@ model (``slow``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,13 +124,6 @@ class KeyedVerifier:
 
     async def aclose(self) -> None:
         pass
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TrajectoryStore]:
-    s = open_store(str(tmp_path / "t.db"))
-    yield s
-    s.close()
 
 
 def revision(store: TrajectoryStore, verifier: Any, **fields: Any) -> list[dict[str, Any]]:

@@ -78,13 +78,6 @@ def sft(store: TrajectoryStore, run: str, **fields: Any) -> Examples:
     return build_examples(DataFields(run=run, **fields), store)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TrajectoryStore]:
-    s = open_store(str(tmp_path / "t.db"))
-    yield s
-    s.close()
-
-
 def mixed_run(run: str) -> list[Trajectory]:
     """Successes, failures, a duplicate, non-acting and errored steps, an errored episode."""
     review = Step(index=1, role="reviewer", messages=prompt("beta"), completion="Looks right.")
