@@ -404,6 +404,21 @@ def _shares_base(model: ChatModel, spec: Any) -> bool:
     )
 
 
+async def close_shared_workers() -> None:
+    """Stop the process-wide workers episodes start (warm sandbox workers, the shared Chromium),
+    which belong to the running event loop: call it before that loop ends when the process will
+    start another one (``autodidact evolve`` runs one loop per stage)."""
+    import sys
+
+    from environments.sandbox.process import ProcessSandbox
+
+    await ProcessSandbox.close_all()
+    if "environments.web.browser" in sys.modules:
+        from environments.web.browser import close_browsers
+
+        await close_browsers()
+
+
 async def run_rollout(
     cfg: RunConfig,
     model: ChatModel,

@@ -7,6 +7,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
     autodidact run --env code --suite bundled --limit 8
     autodidact train --method sft|dpo|webrl --run RUN [--data success|revision|reviewer|refiner|world_model|orm]
     autodidact data build KIND --run RUN --out DIR
+    autodidact evolve --config evolve.yaml | --resume NAME
     autodidact run --suite bundled --split test --model CHECKPOINT
     autodidact serve --model embedded --port 8000
     autodidact eval --env code --suite humaneval --policy reference
@@ -208,15 +209,11 @@ def train(
     store: StoreOpt = None,
 ) -> None:
     """Fine-tune on stored trajectories (SFT, DPO or WebRL; LoRA by default) and register a checkpoint."""
-    import inspect
-
-    from autodidact import registry
     from autodidact.config import parse
     from memory.base import open_store
+    from training.policy import trainer
 
-    train_fn = registry.load("trainer", method)
-    hint = inspect.signature(train_fn).parameters["config"].annotation  # the trainer's config class (or its name)
-    config_cls = train_fn.__globals__[hint] if isinstance(hint, str) else hint
+    train_fn, config_cls = trainer(method)
     base: dict[str, Any] = {"run": run}
     for key, value in (("model", model), ("checkpoint_name", name), ("data", data)):
         if value is not None:
@@ -234,6 +231,40 @@ def train(
         f"checkpoint [bold]{ckpt.name}[/] at {ckpt.path}: {m.examples} examples, {m.steps} steps, {loss}, "
         f"{m.seconds:.0f} s\nuse it with: autodidact run --model {ckpt.name}"
     )
+
+
+@app.command()
+def evolve(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    name: Annotated[str | None, typer.Option(help="the evolve run's name [default: generated]")] = None,
+    resume: Annotated[str | None, typer.Option(help="continue this evolve run with its stored config")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Rounds of collect → train → evaluate on held-out tasks → promote if not worse; writes a report."""
+    from autodidact.config import parse
+    from memory.base import open_store
+    from training.evolve import Evolution, EvolveConfig, resume_config
+
+    if resume is not None:
+        if config is not None or set_ or name:
+            raise ConfigError("--resume continues an evolve run with its stored config; give no other options")
+        cfg = resume_config(resume)
+    else:
+        cfg = parse(EvolveConfig, config, list(set_ or []), **({"name": name} if name else {}))
+    console = _console()
+    with open_store(store) as st:
+        evo = Evolution(cfg, st, log=console.print)
+        console.print(f"evolve [bold]{evo.name}[/]: state and report in {evo.dir}")
+        state = evo.run()
+    for k in range(1, cfg.rounds + 1):
+        gate = state["stages"].get(f"r{k}/gate", {})
+        if "after" in gate:
+            verdict = "promoted" if gate["promoted"] else "refused"
+            console.print(f"round {k}: held-out success {gate['before']:.1%} → {gate['after']:.1%} ({verdict})")
+        else:
+            console.print(f"round {k}: {gate.get('reason', 'not run')}")
+    console.print(f"policy now: [bold]{state['incumbent']['model']}[/]\nreport: {evo.dir / 'report.html'}")
 
 
 @data_app.command("build")

@@ -25,23 +25,11 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
 async def _stop_sandbox_workers() -> AsyncIterator[None]:
-    """Warm sandbox workers started by any test stop with the session's event loop."""
+    """Warm sandbox workers and the shared Chromium started by any test stop with the session's event loop."""
     yield
-    from environments.sandbox.process import ProcessSandbox
+    from agents.rollout import close_shared_workers
 
-    await ProcessSandbox.close_all()
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
-async def _stop_browsers() -> AsyncIterator[None]:
-    """The shared Chromium started by any web test stops with the session's event loop."""
-    yield
-    import sys
-
-    if "environments.web.browser" in sys.modules:
-        from environments.web.browser import close_browsers
-
-        await close_browsers()
+    await close_shared_workers()
 
 
 @pytest.fixture(scope="session")

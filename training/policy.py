@@ -9,7 +9,8 @@ and :func:`run_job`, which runs it:
 1. the mean loss on the training rows before (one no-grad pass);
 2. ``trainer.train()`` — a progress bar, and resumable: with ``save_strategy=steps`` the
    trainer's states go to ``<checkpoint dir>/trainer/``; run the same command again with
-   ``resume_from_checkpoint=true`` (and the same ``checkpoint_name``) after a crash;
+   ``resume_from_checkpoint=true`` (and the same ``checkpoint_name``) after a crash: it goes on
+   from the last state saved whole (:func:`resume_point`);
 3. the mean loss after, then the adapter (or the full model) and tokenizer are saved to
    ``<checkpoint dir>/model/`` and registered with lineage, data sources, config and metrics.
 
@@ -23,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from autodidact.errors import ConfigError
 from training.checkpoints import (
@@ -114,6 +116,18 @@ class TrainJob:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def trainer(method: str) -> tuple[Callable[..., Checkpoint], type[Any]]:
+    """The registered trainer ``method`` (``sft``, ``dpo``, ``webrl``…) and its config class
+    (the type of its ``config`` parameter)."""
+    import inspect
+
+    from autodidact import registry
+
+    fn = registry.load("trainer", method)
+    hint = inspect.signature(fn).parameters["config"].annotation
+    return fn, fn.__globals__[hint] if isinstance(hint, str) else hint
+
+
 def reserve_name(config: TrainFields, method: str) -> str:
     """The checkpoint name to train into (given or generated); a taken name is a ConfigError."""
     name = config.checkpoint_name or new_checkpoint_name(method)
@@ -176,7 +190,10 @@ def run_job(job: TrainJob) -> Checkpoint:
     args = trainer.args
     before = _evaluate(trainer)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    resume = args.resume_from_checkpoint
+    if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
+        resume = resume_point(job.name)  # None: nothing complete was saved, so it starts over
+    result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
     after = _evaluate(trainer)
 
@@ -211,6 +228,27 @@ def run_job(job: TrainJob) -> Checkpoint:
         config=args.to_dict(),
         metrics=metrics,
     )
+
+
+def resume_point(name: str) -> str | None:
+    """The last complete trainer state saved for checkpoint ``name``, or None.
+
+    The trainer writes ``trainer_state.json`` last; a state dir without a readable one was cut
+    off by a crash while saving, and is removed (resuming from it would fail).
+    """
+    import json
+
+    states = checkpoint_dir(name) / TRAINER_DIR
+    if not states.is_dir():
+        return None
+    complete = []
+    for d in states.glob("checkpoint-*"):
+        try:
+            json.loads((d / "trainer_state.json").read_text())
+            complete.append((int(d.name.rsplit("-", 1)[1]), d))
+        except (OSError, ValueError):
+            shutil.rmtree(d, ignore_errors=True)
+    return str(max(complete)[1]) if complete else None
 
 
 def _evaluate(trainer: Trainer) -> dict[str, float]:

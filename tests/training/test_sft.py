@@ -401,6 +401,9 @@ def test_an_interrupted_run_resumes_from_its_saved_state(store: TrajectoryStore,
     first.trainer.train()  # then the process dies: nothing is registered
     states = _isolated_home / "checkpoints" / "res" / "trainer"
     assert (states / "checkpoint-1" / "trainer_state.json").is_file() and find_checkpoint("res") is None
+    cut_off = states / "checkpoint-2"  # a crash in the middle of the next save: no trainer_state.json yet
+    cut_off.mkdir()
+    (cut_off / "adapter_model.safetensors").write_bytes(b"\0" * 10)
 
     job = prepare_sft(SFTTrainConfig(run="r1", resume_from_checkpoint=True, **saving), store)  # type: ignore[arg-type]
     ran: list[int] = []
@@ -412,5 +415,6 @@ def test_an_interrupted_run_resumes_from_its_saved_state(store: TrajectoryStore,
 
     job.trainer.training_step = counted  # type: ignore[method-assign]
     ckpt = run_job(job)
-    assert ran == [1]  # only the second step ran: the first came back from the saved state
+    assert ran == [1]  # only the second step ran: the first came back from the last whole saved state
+    assert (cut_off / "trainer_state.json").is_file()  # removed, then saved whole by the resumed run
     assert ckpt.metrics.steps == 2 and find_checkpoint("res") == ckpt
