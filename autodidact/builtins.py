@@ -28,6 +28,8 @@ def register_all() -> None:
     register("role", "reflector", "agents.roles.reflector:Reflector")
     register("role", "verifier", "agents.roles.verifier:Verifier")
     register("role", "outcome", "agents.roles.outcome:OutcomeJudge")
+    register("role", "task_writer", "agents.roles.task_writer:TaskWriter")
+    register("role", "feasibility", "agents.roles.task_writer:FeasibilityJudge")
 
     register("graph", "react", "agents.graphs.react:build_react_graph")
     register("graph", "reflexion", "agents.graphs.reflexion:build_reflexion_graph")

@@ -3,7 +3,9 @@
 A round, with the *incumbent* policy (round 1: ``model``):
 
 1. **collect** — run the incumbent (and its role adapters) on the training split
-   (``collect``, a :class:`~agents.rollout.RunConfig` on top of the run defaults).
+   (``collect``, a :class:`~agents.rollout.RunConfig` on top of the run defaults); with
+   ``curriculum.enabled``, also on new tasks it wrote from the ones it failed
+   (:mod:`training.curriculum`).
 2. **train** — one checkpoint per method, in this order, each on the round's episodes and each
    starting from the one before: ``sft`` and ``revision`` together as one SFT on the mixed
    ``success`` / ``revision`` data (Agent-R mixes them), then ``webrl`` (earlier rounds' runs as
@@ -57,6 +59,19 @@ METHODS = ("sft", "revision", "webrl", "dpo")
 STATE_FILE = "state.json"
 
 
+class CurriculumConfig(BaseModel):
+    """New training tasks written by the policy from the ones it failed (:mod:`training.curriculum`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="write, check and collect new tasks each round")
+    per_round: int = Field(16, ge=1, description="failed tasks to write new ones from, at most")
+    samples: int = Field(2, ge=1, description="tasks written from each failed one")
+    value_band: tuple[float, float] = Field(
+        (0.05, 0.75), description="keep a task when the critic's success estimate is in this band"
+    )
+
+
 class EvolveConfig(BaseModel):
     """What ``autodidact evolve`` does: the policy, the tasks, the methods and the rounds."""
 
@@ -83,6 +98,7 @@ class EvolveConfig(BaseModel):
         default_factory=dict, description="trainer settings for every method (TrainingArguments, LoRA, ...)"
     )
     gate_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="promote unless held-out success drops by more")
+    curriculum: CurriculumConfig = CurriculumConfig()
 
     @field_validator("methods")
     @classmethod
@@ -288,6 +304,12 @@ class Evolution:
         collect_id = f"{self.name}-r{k}-collect"
         self.stage(f"r{k}/collect", lambda: self.rollout(collect_id, c.collect, model, roles, k))
         runs = [collect_id]
+        if c.curriculum.enabled:
+            from training.curriculum import evolve_curriculum
+
+            made = self.stage(f"r{k}/curriculum", partial(evolve_curriculum, self, k, model, roles))
+            if made.get("run"):
+                runs.append(made["run"])
 
         candidate = model
         earlier = [f"{self.name}-r{j}-collect" for j in range(1, k)]

@@ -398,7 +398,7 @@ class _Turn:
 
 
 def _turns(
-    store: TrajectoryStore, config: WebRLTrainConfig, runs: list[str] | None, tally: _Tally, *, replay: bool = False
+    store: TrajectoryStore, config: DataFields, runs: list[str] | None, tally: _Tally, *, replay: bool = False
 ) -> tuple[list[Trajectory], list[list[_Turn]]]:
     fields = dataclasses.replace(config, run=runs) if runs is not None else config
     trajs, out = [], []
@@ -612,6 +612,56 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
         kind=kind,
         extra=extra,
     )
+
+
+def _prompt_tokens(tokenizer: Any, messages: Sequence[dict[str, str]]) -> dict[str, list[int]]:
+    """A state alone, tokenized so :func:`score_turns` reads its features where it reads a
+    turn's: at the last token of the generation header (an empty answer: only its end marker)."""
+    return tokenize_turns(
+        tokenizer, [*messages, {"role": "assistant", "content": ""}], [False] * len(messages) + [True]
+    )
+
+
+def estimate_values(
+    store: TrajectoryStore,
+    runs: list[str],
+    model: str,
+    states: Sequence[Sequence[dict[str, str]]],
+    *,
+    gamma: float = 0.9,
+    roles: Sequence[str] = ("solver",),
+) -> tuple[list[float], dict[str, float]]:
+    """The critic's success estimates of ``states`` (conversations a turn would be sent): value
+    heads fitted on the Monte-Carlo returns of the turns of ``runs``, on ``model``'s features.
+
+    The self-evolving curriculum asks this about the first prompt of each task it writes.
+
+    Raises:
+        NothingToTrainError: the runs have no usable acting turn to fit on.
+    """
+    from agents.llm.hf_local import load_model_and_tokenizer
+
+    fields = DataFields(run=list(runs), roles=list(roles))
+    tally = _Tally()
+    trajs, eps = _turns(store, fields, None, tally)
+    if not eps:
+        raise NothingToTrainError(f"no acting turns in runs {', '.join(runs)} to fit a critic on")
+    eps = [_with_rewards(ep, float(t.success), gamma) for ep, t in zip(eps, trajs, strict=True)]
+    flat = [t for ep in eps for t in ep]
+    ckpt = find_checkpoint(model) if model != "embedded" else None
+    path, adapter = ckpt.load_spec() if ckpt is not None else (model, None)
+    lm, tok = load_model_and_tokenizer(path, adapter)
+    seen = [
+        tokenize_turns(
+            tok, [*t.messages, {"role": "assistant", "content": t.completion}], [False] * len(t.messages) + [True]
+        )
+        for t in flat
+    ]
+    feats = torch.stack([s.features for s in score_turns(lm, tok, seen)])
+    heads, metrics = train_critic(feats, torch.tensor([t.mc_return for t in flat], dtype=torch.float32))
+    asked = score_turns(lm, tok, [_prompt_tokens(tok, m) for m in states]) if states else []
+    values = heads.value(torch.stack([s.features for s in asked])).tolist() if asked else []
+    return values, {**metrics, "critic_turns": float(len(flat))}
 
 
 def load_critic(name: str) -> tuple[TwinValueHeads, str]:

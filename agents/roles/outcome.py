@@ -8,7 +8,7 @@ Trained by SFT on the ``orm`` data kind (each finished episode and its real outc
 The parser reads the first ``yes`` / ``no`` (any case); anything else is a parse error.
 
 Example:
-    >>> OutcomeJudge().parse("YES").output.success
+    >>> OutcomeJudge().parse("YES").output.yes
     True
 """
 
@@ -25,23 +25,23 @@ TRANSCRIPT_CHARS = 3000  # the transcript's end is kept when it is longer
 _WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
-class Outcome(BaseModel):
+class YesNo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    success: bool
+    yes: bool
 
 
-class OutcomeJudge(Role[Outcome]):
+class OutcomeJudge(Role[YesNo]):
     name = "outcome"
     prompt = "outcome.txt"
-    output = Outcome
+    output = YesNo
     default_sampling = SamplingParams(temperature=0.0, max_tokens=2)
 
-    def parse(self, text: str) -> Parsed[Outcome]:
+    def parse(self, text: str) -> Parsed[YesNo]:
         match = _WORD.search(text)
         if match is None:
             return Parsed(None, "no answer: expected YES or NO")
-        return Parsed(Outcome(success=match.group(1).lower() == "yes"))
+        return Parsed(YesNo(yes=match.group(1).lower() == "yes"))
 
 
 def transcript(traj: Trajectory, roles: tuple[str, ...] | list[str] = ("solver",)) -> str:

@@ -199,3 +199,24 @@ def test_kill_9_during_collection_and_training_then_resume_keeps_every_episode_o
     sft = state["stages"]["r1/train/sft"]
     assert sft["checkpoint"] == "k-r1-sft" and sft["steps"] == 6
     assert state["finished"] and (home / "evolve" / "k" / "report.html").is_file()
+
+
+def test_curriculum_tasks_join_the_rounds_training_data(_isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.curriculum
+
+    made: list[tuple[int, str]] = []
+
+    def curriculum(evo: Evolution, k: int, model: str, roles: dict[str, str]) -> dict[str, Any]:
+        made.append((k, model))
+        return {"kept": 3, "run": f"cu-r{k}-curriculum"}
+
+    monkeypatch.setattr(training.curriculum, "evolve_curriculum", curriculum)
+    cfg = EvolveConfig(name="cu", rounds=1, methods=["sft"], curriculum={"enabled": True})  # type: ignore[arg-type]
+    evo = Evolution(cfg, store=None, log=lambda _: None)
+    runs: list[Any] = []
+    fake = Scripted(evo, {})
+    train = fake.train
+    evo.train = lambda method, name, **f: runs.append(f["run"]) or train(method, name, **f)  # type: ignore[method-assign]
+    state = evo.run()
+    assert made == [(1, "embedded")] and runs == [["cu-r1-collect", "cu-r1-curriculum"]]
+    assert state["stages"]["r1/curriculum"]["kept"] == 3

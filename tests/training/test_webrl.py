@@ -150,7 +150,7 @@ def test_orm_rows_and_transcripts_hide_the_final_verdict(store: TrajectoryStore)
     assert rows[0]["messages"][:-1] == [
         m.model_dump() for m in OutcomeJudge().messages(task="Write `x`.", transcript=text)
     ]
-    assert OutcomeJudge().parse("no.").output.success is False  # type: ignore[union-attr]
+    assert OutcomeJudge().parse("no.").output.yes is False  # type: ignore[union-attr]
     assert OutcomeJudge().parse("maybe").output is None
 
 
