@@ -8,6 +8,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
     autodidact train --method sft|dpo|webrl --run RUN [--data success|revision|reviewer|refiner|world_model|orm]
     autodidact data build KIND --run RUN --out DIR
     autodidact evolve --config evolve.yaml | --resume NAME
+    autodidact world-model eval --model CHECKPOINT --run HELD_OUT_RUN
     autodidact run --suite bundled --split test --model CHECKPOINT
     autodidact serve --model embedded --port 8000
     autodidact eval --env code --suite humaneval --policy reference
@@ -36,11 +37,13 @@ checkpoints_app = typer.Typer(no_args_is_help=True, help="Inspect registered che
 sandbox_app = typer.Typer(no_args_is_help=True, help="Run programs in a sandbox.")
 skills_app = typer.Typer(no_args_is_help=True, help="The skill library: list, show, export, import, retire.")
 data_app = typer.Typer(no_args_is_help=True, help="Build training datasets from stored trajectories.")
+world_model_app = typer.Typer(no_args_is_help=True, help="Measure world models on stored transitions.")
 app.add_typer(trajectories_app, name="trajectories")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(skills_app, name="skills")
 app.add_typer(data_app, name="data")
+app.add_typer(world_model_app, name="world-model")
 
 StoreOpt = Annotated[
     str | None,
@@ -287,6 +290,25 @@ def data_build(
     where = save_dataset(examples, out)
     counts = ", ".join(f"{k} {v}" for k, v in examples.source.counts.items())
     _console().print(f"{len(examples.rows)} {kind} rows saved to [bold]{where}[/] ({counts})")
+
+
+@world_model_app.command("eval")
+def world_model_eval(
+    run: Annotated[list[str], typer.Option("--run", help="run(s) of held-out tasks whose transitions to predict")],
+    model: Annotated[str, typer.Option(help="the world model: a checkpoint, embedded, a path or a URL")] = "embedded",
+    limit: Annotated[int | None, typer.Option(help="transitions at most")] = 64,
+    store: StoreOpt = None,
+) -> None:
+    """Next-observation accuracy: predict what the environment showed after each stored action."""
+    from memory.base import open_store
+    from training.world_model import evaluate_world_model
+
+    with open_store(store) as st:
+        got = evaluate_world_model(model, st, run, limit=limit)
+    _console().print(
+        f"world model [bold]{model}[/] on {got['transitions']:.0f} transitions: next-observation accuracy "
+        f"{got['exact']:.1%} (exact), mean line F1 {got['line_f1']:.3f}"
+    )
 
 
 @app.command()

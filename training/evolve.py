@@ -10,7 +10,9 @@ A round, with the *incumbent* policy (round 1: ``model``):
    starting from the one before: ``sft`` and ``revision`` together as one SFT on the mixed
    ``success`` / ``revision`` data (Agent-R mixes them), then ``webrl`` (earlier rounds' runs as
    its replay), then ``dpo``. Each role in ``roles`` gets its own adapter, trained by SFT on its
-   kinds from the base. A method with nothing to train on is skipped and says why.
+   kinds from the base. A method with nothing to train on is skipped and says why. A new
+   ``world_model`` adapter is measured against the incumbent's world model by next-observation
+   accuracy on held-out transitions (:mod:`training.world_model`).
 3. **evaluate** — the candidate (the last checkpoint trained) on the held-out split
    (``evaluate``; greedy by default).
 4. **gate** — the candidate is promoted only if its held-out success is not below the
@@ -333,6 +335,10 @@ class Evolution:
             got = self.stage(f"r{k}/train/role:{role}", work)
             if got.get("checkpoint"):
                 new_roles[role] = got["checkpoint"]
+        trained_world_model = new_roles.get("world_model")
+        if trained_world_model is not None and trained_world_model != roles.get("world_model"):
+            before_spec = str(roles.get("world_model") or model)
+            self.stage(f"r{k}/world_model", partial(self.world_model, before_spec, trained_world_model))
 
         if candidate == model and new_roles == roles:
             self.stage(f"r{k}/gate", lambda: {"promoted": False, "reason": "nothing was trained this round"})
@@ -361,6 +367,19 @@ class Evolution:
             }
 
         self.stage(f"r{k}/gate", gate)
+
+    def world_model(self, before: str, after: str) -> dict[str, Any]:
+        """Next-observation accuracy of the incumbent's world model and the new one, on the
+        transitions of round 0's held-out run (tasks no round trains on)."""
+        from training.world_model import evaluate_world_model
+
+        runs = [f"{self.name}-r0-eval"]
+        try:
+            old = evaluate_world_model(before, self.store, runs, limit=32)
+        except NothingToTrainError as e:
+            return {"skipped": str(e)}
+        new = evaluate_world_model(after, self.store, runs, limit=32)
+        return {"model_before": before, "model_after": after, "before": old, "after": new}
 
     def report(self) -> Path:
         from training.report import write_report

@@ -181,6 +181,29 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
                 f"<tr><td>{k}</td><td>{e(tag)}</td><td>{what}</td><td>{got.get('examples', 0)}</td>"
                 f"<td>{got.get('steps', 0)}</td><td>{loss}</td><td>{got.get('seconds', 0):.0f}</td></tr>"
             )
+    extra_rows = []
+    for k in _rounds(state):
+        cur = _stage(state, f"r{k}/curriculum")
+        if cur is not None:
+            counts = ", ".join(
+                f"{key} {cur[key]}"
+                for key in ("failed_tasks", "written", "parsed", "new", "checkable", "feasible", "in_band", "kept")
+                if key in cur
+            )
+            solved = f"; success on them {_pct(cur['success'])}" if "success" in cur else ""
+            extra_rows.append(
+                f"<tr><td>{k}</td><td>curriculum</td><td>{e(counts + solved)}{e(cur.get('reason', ''))}</td></tr>"
+            )
+        wm = _stage(state, f"r{k}/world_model")
+        if wm is not None and "after" in wm:
+            b, a = wm["before"], wm["after"]
+            text = (
+                f"next-observation accuracy {_pct(b['exact'])} → {_pct(a['exact'])}, line F1 "
+                f"{b['line_f1']:.3f} → {a['line_f1']:.3f} on {a['transitions']:.0f} held-out transitions"
+            )
+            extra_rows.append(f"<tr><td>{k}</td><td>world model</td><td>{e(text)}</td></tr>")
+        elif wm is not None:
+            extra_rows.append(f"<tr><td>{k}</td><td>world model</td><td>{e(wm.get('skipped', ''))}</td></tr>")
     total = sum(float(v.get("seconds", 0)) for v in state["stages"].values())
     incumbent = state.get("incumbent", {})
     status = "finished" if state.get("finished") else f"in progress ({e(state.get('current', ''))})"
@@ -200,6 +223,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h2>Training</h2>
 <table><tr><th>round</th><th>stage</th><th>checkpoint</th><th>rows</th><th>steps</th><th>loss</th><th>seconds</th></tr>
 {"".join(train_rows)}</table>
+{"<h2>Curriculum and world model</h2><table><tr><th>round</th><th>part</th><th>result</th></tr>" + "".join(extra_rows) + "</table>" if extra_rows else ""}
 <h2>Plots</h2>
 {"".join(f'<p><img src="{e(i)}" alt="{e(i)}"></p>' for i in images)}
 <h2>Config</h2><pre>{e(_yaml(state["config"]))}</pre>
