@@ -85,11 +85,17 @@ class EvolveConfig(BaseModel):
     env: str = "code"
     suite: str = "bundled"
     collect: dict[str, Any] = Field(
-        default_factory=lambda: {"split": "train", "samples_per_task": 4, "sampling": {"temperature": 0.8}},
+        default_factory=lambda: {
+            "split": "train",
+            "limit": 40,
+            "samples_per_task": 4,
+            "concurrency": 16,
+            "sampling": {"temperature": 0.8, "max_tokens": 128},
+        },
         description="RunConfig fields for collection (the train split)",
     )
     evaluate: dict[str, Any] = Field(
-        default_factory=lambda: {"split": "test", "samples_per_task": 1},
+        default_factory=lambda: {"split": "test", "concurrency": 16, "sampling": {"max_tokens": 128}},
         description="RunConfig fields for the held-out evaluation (greedy unless set)",
     )
     methods: list[str] = Field(default_factory=lambda: ["sft", "revision"], description=f"from {', '.join(METHODS)}")
@@ -232,7 +238,8 @@ class Evolution:
         for role, spec in roles.items():
             bound[role] = {**bound.get(role, {}), "model": spec}
         cfg = self.config.run_config(stage, model=model, run_id=run_id, round=rnd, roles=bound)
-        resume = self.store.get_run(run_id) is not None and self.store.get_run(run_id).run.id == run_id
+        found = self.store.get_run(run_id)
+        resume = found is not None and found.run.id == run_id  # a run started before a kill: go on with it
         chat = resolve_model(model).build()
 
         async def go() -> Any:
