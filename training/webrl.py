@@ -309,12 +309,7 @@ class OutcomeRewardModel:
     @classmethod
     def load(cls, spec: str, threshold: float = 0.5) -> OutcomeRewardModel:
         """From a model spec or checkpoint name (``--model`` syntax)."""
-        from agents.llm.hf_local import load_model_and_tokenizer
-
-        ckpt = find_checkpoint(spec) if spec != "embedded" else None
-        path, adapter = ckpt.load_spec() if ckpt is not None else (spec, None)
-        model, tok = load_model_and_tokenizer(path, adapter)
-        return cls(model, tok, threshold)
+        return cls(*_load_lm(spec), threshold)
 
     def prompt(self, traj: Trajectory, roles: Sequence[str] = ("solver",)) -> list[Message]:
         from agents.roles.outcome import OutcomeJudge, transcript
@@ -512,12 +507,7 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
 
     episodes_all = new + old
     flat = [t for ep in episodes_all for t in ep]
-    tokenized = [
-        tokenize_turns(
-            tokenizer, [*t.messages, {"role": "assistant", "content": t.completion}], [False] * len(t.messages) + [True]
-        )
-        for t in flat
-    ]
+    tokenized = [_answered(tokenizer, t.messages, t.completion) for t in flat]
     fits = [len(x["input_ids"]) <= config.max_length and 1 in x["completion_mask"] for x in tokenized]
     scored = score_turns(model, tokenizer, tokenized, batch_size=max(1, int(config.per_device_eval_batch_size)))
     model.train()
@@ -614,12 +604,22 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
     )
 
 
-def _prompt_tokens(tokenizer: Any, messages: Sequence[dict[str, str]]) -> dict[str, list[int]]:
-    """A state alone, tokenized so :func:`score_turns` reads its features where it reads a
-    turn's: at the last token of the generation header (an empty answer: only its end marker)."""
+def _answered(tokenizer: Any, messages: Sequence[dict[str, str]], answer: str) -> dict[str, list[int]]:
+    """A turn tokenized with only ``answer`` trained. With ``answer=""`` (a state alone) only the
+    end marker is, so :func:`score_turns` reads the state's features where it reads a turn's:
+    at the last token of the generation header."""
     return tokenize_turns(
-        tokenizer, [*messages, {"role": "assistant", "content": ""}], [False] * len(messages) + [True]
+        tokenizer, [*messages, {"role": "assistant", "content": answer}], [False] * len(messages) + [True]
     )
+
+
+def _load_lm(spec: str) -> tuple[Any, Any]:
+    """Model and tokenizer of a model spec or checkpoint name (``--model`` syntax), for reading."""
+    from agents.llm.hf_local import load_model_and_tokenizer
+
+    ckpt = find_checkpoint(spec) if spec != "embedded" else None
+    path, adapter = ckpt.load_spec() if ckpt is not None else (spec, None)
+    return load_model_and_tokenizer(path, adapter)
 
 
 def estimate_values(
@@ -639,8 +639,6 @@ def estimate_values(
     Raises:
         NothingToTrainError: the runs have no usable acting turn to fit on.
     """
-    from agents.llm.hf_local import load_model_and_tokenizer
-
     fields = DataFields(run=list(runs), roles=list(roles))
     tally = _Tally()
     trajs, eps = _turns(store, fields, None, tally)
@@ -648,18 +646,11 @@ def estimate_values(
         raise NothingToTrainError(f"no acting turns in runs {', '.join(runs)} to fit a critic on")
     eps = [_with_rewards(ep, float(t.success), gamma) for ep, t in zip(eps, trajs, strict=True)]
     flat = [t for ep in eps for t in ep]
-    ckpt = find_checkpoint(model) if model != "embedded" else None
-    path, adapter = ckpt.load_spec() if ckpt is not None else (model, None)
-    lm, tok = load_model_and_tokenizer(path, adapter)
-    seen = [
-        tokenize_turns(
-            tok, [*t.messages, {"role": "assistant", "content": t.completion}], [False] * len(t.messages) + [True]
-        )
-        for t in flat
-    ]
+    lm, tok = _load_lm(model)
+    seen = [_answered(tok, t.messages, t.completion) for t in flat]
     feats = torch.stack([s.features for s in score_turns(lm, tok, seen)])
     heads, metrics = train_critic(feats, torch.tensor([t.mc_return for t in flat], dtype=torch.float32))
-    asked = score_turns(lm, tok, [_prompt_tokens(tok, m) for m in states]) if states else []
+    asked = score_turns(lm, tok, [_answered(tok, m, "") for m in states]) if states else []
     values = heads.value(torch.stack([s.features for s in asked])).tolist() if asked else []
     return values, {**metrics, "critic_turns": float(len(flat))}
 
