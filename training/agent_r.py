@@ -191,8 +191,11 @@ async def first_errors(model: ChatModel, found: Sequence[Pair]) -> list[tuple[in
     return out
 
 
-def splice(pair: Pair, cut: int, thought: str) -> list[tuple[list[Message], str, bool]]:
-    """The revision trajectory as turns ``(messages sent, answer, trained)``."""
+def splice(pair: Pair, cut: int, thought: str, answers: str = "parsed") -> list[tuple[list[Message], str, bool]]:
+    """The revision trajectory as turns ``(messages sent, answer, trained)``; the good path's
+    answers as :func:`training.data.answer_text` gives them."""
+    from training.data import answer_text
+
     bad, good, s = pair.bad.steps, pair.good.steps, pair.branch
     env = pair.bad.traj.env_id
     messages = list(bad[s].messages)
@@ -204,7 +207,8 @@ def splice(pair: Pair, cut: int, thought: str) -> list[tuple[list[Message], str,
         said.append(st.completion or "")
         messages = solver.next_messages(messages, said, st.observation, env)
     for j, st in enumerate(good[s:]):
-        text = f"{thought}\n\n{st.completion or ''}" if j == 0 else st.completion or ""
+        text = answer_text(st, answers)
+        text = f"{thought}\n\n{text}" if j == 0 else text
         turns.append((messages, text, True))
         said.append(text)
         if s + j + 1 < len(good):
@@ -263,7 +267,7 @@ def revision_rows(
         tally.counts["cut_by_verifier" if "b" in verdicts else "cut_at_the_end"] += 1
         thought = REVISION_THOUGHTS[zlib.crc32(f"{pair.bad.traj.id}/{pair.good.traj.id}".encode()) % 3]
         origin = f"revision: good {pair.good.traj.id}, branch {pair.branch}, cut {cut}, verdicts {verdicts.upper()}"
-        for row in turn_rows(splice(pair, cut, thought), pair.branch):
+        for row in turn_rows(splice(pair, cut, thought, fields.answers), pair.branch):
             rows.add({**row, "task_id": pair.bad.traj.task.id, "trajectory_id": pair.bad.traj.id, "origin": origin})
     return rows.sorted()
 

@@ -6,6 +6,11 @@ episode *succeeded* by its ``success`` flag, or by ``reward >= min_reward`` when
 ``min_reward`` is set. Rows are deduplicated and sorted, so the same data gives the same
 dataset whatever order episodes were stored in.
 
+An acting step's answer trains as :func:`answer_text` gives it: with ``answers=parsed`` (the
+default) a code action is the lone ```python block the solver prompt asks for, holding the
+code the environment ran; the chatter a small model adds around it (often running on to
+``max_tokens``) is not learnt. ``answers=raw`` trains on completions as generated.
+
 Kinds (``DataFields.data``):
 
 - ``success`` — SFT on successful episodes (rejection sampling, as in STaR): each acting step
@@ -57,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.roles.solver import code_answer
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Message, Step, Trajectory
 from memory.base import TrajectoryQuery, TrajectoryStore
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
 
 SFT_KINDS = ("success", "revision", "reviewer", "refiner", "world_model", "orm")
 KINDS = (*SFT_KINDS, "dpo")
+ANSWERS = ("parsed", "raw")
 FEEDBACK_CHARS = 300  # of the environment's feedback, in a hindsight critique
 
 
@@ -96,6 +103,10 @@ class DataFields:
     max_pairs_per_prompt: int = field(
         default=4, metadata={"help": "DPO pairs (refiner rows) per prompt (task) at most"}
     )
+    answers: str = field(
+        default="parsed",
+        metadata={"help": "parsed: a code answer trains as the code block the environment ran; raw: as generated"},
+    )
 
     def check_data(self) -> None:
         """Normalise ``run`` and ``data``; an unknown kind or a bad threshold is a ConfigError."""
@@ -108,6 +119,8 @@ class DataFields:
             raise ConfigError(f"data must list SFT data kinds from {', '.join(SFT_KINDS)}; got {self.data!r}")
         if not self.roles:
             raise ConfigError("roles must name at least one acting role, e.g. roles=[solver]")
+        if self.answers not in ANSWERS:
+            raise ConfigError(f"answers must be one of {', '.join(ANSWERS)}; got {self.answers!r}")
         if self.revision_beta < 0 or self.max_pairs_per_prompt < 1:
             raise ConfigError("revision_beta must be >= 0 and max_pairs_per_prompt >= 1")
 
@@ -177,6 +190,15 @@ def acting_steps(traj: Trajectory, roles: Sequence[str], tally: _Tally) -> Itera
         yield step
 
 
+def answer_text(step: Step, answers: str = "parsed") -> str:
+    """What an acting step's answer trains as (see the module docstring): the completion, or
+    with ``parsed`` a code action re-rendered as the answer the prompt asks for."""
+    action = step.action
+    if answers == "parsed" and action is not None and action.kind == "code" and action.text.strip():
+        return code_answer(action.text)
+    return step.completion or ""
+
+
 def conversation_row(
     prompt: Sequence[Message] | Sequence[dict[str, str]], completion: str, traj: Trajectory, origin: str
 ) -> dict[str, Any]:
@@ -227,7 +249,7 @@ def success_rows(
             continue
         tally.counts["successes"] += 1
         for step in acting_steps(traj, fields.roles, tally):
-            rows.add(conversation_row(step.messages, step.completion or "", traj, "success"))
+            rows.add(conversation_row(step.messages, answer_text(step, fields.answers), traj, "success"))
     return rows.sorted()
 
 
@@ -369,7 +391,7 @@ def dpo_rows(
         for step in acting_steps(traj, fields.roles, tally):
             key = (traj.task.id, json.dumps([m.model_dump() for m in step.messages]))
             seen = groups[key][ok]
-            completion = step.completion or ""
+            completion = answer_text(step, fields.answers)
             if completion not in seen or traj.id < seen[completion]:
                 seen[completion] = traj.id  # completion -> the smallest episode id that gave it
     rows = []

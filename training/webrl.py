@@ -66,7 +66,17 @@ from transformers import Trainer, TrainingArguments
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Message, Trajectory
 from training.checkpoints import Checkpoint, DataSource, checkpoint_dir, find_checkpoint
-from training.data import DataFields, Examples, _Tally, acting_steps, episodes, queries, succeeded, tokenize_turns
+from training.data import (
+    DataFields,
+    Examples,
+    _Tally,
+    acting_steps,
+    answer_text,
+    episodes,
+    queries,
+    succeeded,
+    tokenize_turns,
+)
 from training.policy import TrainFields, TrainJob, load_policy, lora_config, reserve_name, run_job, trainer_dir
 
 if TYPE_CHECKING:
@@ -407,7 +417,7 @@ def _turns(
                 [
                     _Turn(
                         messages=[m.model_dump() for m in s.messages],
-                        completion=s.completion or "",
+                        completion=answer_text(s, config.answers),
                         task_id=traj.task.id,
                         trajectory_id=traj.id,
                         index=i,
@@ -509,7 +519,7 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
     flat = [t for ep in episodes_all for t in ep]
     tokenized = [_answered(tokenizer, t.messages, t.completion) for t in flat]
     fits = [len(x["input_ids"]) <= config.max_length and 1 in x["completion_mask"] for x in tokenized]
-    scored = score_turns(model, tokenizer, tokenized, batch_size=max(1, int(config.per_device_eval_batch_size)))
+    scored = score_turns(model, tokenizer, tokenized, batch_size=config.per_device_eval_batch_size or 1)
     model.train()
 
     # The critic learns from the new turns only (replayed ones are successes by selection).

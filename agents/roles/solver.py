@@ -123,3 +123,9 @@ def parse_code_action(text: str) -> ParsedAction:
     if not blocks and _PYTHONISH.search(text):
         return ParsedAction(Action(kind="code", text=text.strip("\n").rstrip()))
     return ParsedAction(Action(kind="code", text=""), error="no code block found in the answer")
+
+
+def code_answer(code: str) -> str:
+    """The answer the code prompt asks for, holding ``code``: one ```python block and nothing
+    else. :func:`parse_code_action` reads ``code`` back from it."""
+    return f"```python\n{code}\n```"

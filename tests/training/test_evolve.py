@@ -134,7 +134,7 @@ rounds: 1
 collect: {split: train, limit: 4, samples_per_task: 2, concurrency: 2, sampling: {temperature: 0.8, max_tokens: 128}}
 evaluate: {split: test, limit: 2, sampling: {max_tokens: 128}}
 methods: [sft]
-train: {max_steps: 6, save_steps: 1, per_device_train_batch_size: 2, learning_rate: 1.0e-3, disable_tqdm: true}
+train: {max_steps: 6, save_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, learning_rate: 1.0e-3, disable_tqdm: true}
 """
 
 

@@ -19,8 +19,9 @@ import torch
 
 from agents.llm.base import TransformersConfig, resolve_model
 from agents.llm.hf_local import TransformersChatModel, load_model_and_tokenizer
+from agents.roles import solver
 from autodidact.errors import ConfigError, ModelLoadError, NothingToTrainError
-from autodidact.types import Message, PolicyRef, SamplingParams, Step, Task, Trajectory
+from autodidact.types import Message, Observation, PolicyRef, SamplingParams, Step, Task, Trajectory
 from memory.base import TrajectoryStore, open_store
 from training.checkpoints import (
     Checkpoint,
@@ -129,6 +130,38 @@ def test_dataset_keeps_successful_acting_steps_dedups_and_sorts(store: Trajector
         "duplicates": 1,
         "skipped_steps": 2,  # gamma's errored and empty solver steps
     }
+
+
+def test_code_answers_train_as_the_code_block_the_environment_ran(store: TrajectoryStore) -> None:
+    chatty = (
+        "Sure! Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\nThis adds. Or:\n```python\ndef add(*a"
+    )
+    action = solver.parse_code_action(chatty).action
+    step = Step(
+        index=0,
+        role="solver",
+        messages=prompt("add"),
+        completion=chatty,
+        action=action,
+        observation=Observation(text="ok"),
+    )
+    store.append(episode("r1", "add", steps=(step,)))
+    clean = "```python\ndef add(a, b):\n    return a + b\n```"
+
+    assert [r["messages"][-1]["content"] for r in sft(store, "r1").rows] == [clean]
+    assert solver.parse_code_action(clean).action == action  # the answer reads back as the same action
+    assert [r["messages"][-1]["content"] for r in sft(store, "r1", answers="raw").rows] == [chatty]
+    with pytest.raises(ConfigError, match="answers must be one of parsed, raw"):
+        sft(store, "r1", answers="clean")
+
+
+def test_cpu_trains_one_row_at_a_time_eight_rows_a_step(tmp_path: Path) -> None:
+    cfg = SFTTrainConfig(output_dir=str(tmp_path))
+    gpu = torch.cuda.is_available()
+    assert cfg.per_device_train_batch_size == (8 if gpu else 1) == cfg.per_device_eval_batch_size
+    assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps == 8
+    mine = SFTTrainConfig(output_dir=str(tmp_path), per_device_train_batch_size=2)
+    assert (mine.gradient_accumulation_steps, mine.per_device_eval_batch_size) == (4, 2)
 
 
 def test_dataset_is_the_same_whatever_the_insertion_order(tmp_path: Path) -> None:
@@ -259,6 +292,7 @@ def test_malformed_record_is_a_clear_error_and_skipped_in_listings(_isolated_hom
 TINY = {
     "max_steps": 2,
     "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 1,
     "per_device_eval_batch_size": 4,
     "learning_rate": 1e-3,
     "lora_dropout": 0.0,
