@@ -5,7 +5,7 @@ embedded SmolLM2-135M-Instruct, sampling at T=0.8 with a fixed ``max_tokens`` so
 row generates the same number of tokens (``ignore_eos``-like: the prompt asks for a long
 answer, and rows that stop early are counted by their real token counts).
 
-Run: ``.venv/bin/python benchmarks/generation.py [--max-tokens 64] [--batches 1 8 32]``
+Run: ``.venv/bin/python benchmarks/generation.py [--max-tokens 64] [--batches 1 8 32] [--model DIR]``
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="embedded", help="a model dir, e.g. random weights of the same shape")
     args = ap.parse_args()
-    model = TransformersConfig(device=args.device, max_batch_size=max(args.batches)).build()
+    model = TransformersConfig(path=args.model, device=args.device, max_batch_size=max(args.batches)).build()
     print(f"model {model.name} on {model.device}, max_tokens {args.max_tokens}")
     print(f"{'batch':>5} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
     for b in args.batches:

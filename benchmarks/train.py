@@ -1,7 +1,9 @@
 """Our SFT path against a plain TRL ``SFTTrainer`` call on the same rows: speed, memory, masks.
 
 Run: ``.venv/bin/python benchmarks/train.py [--episodes 64] [--max-steps 6] [--batch-size 4]
-[--repeats 2] [--quick]`` (``--quick``: 2 steps, 1 repeat, a smoke run). On 2 CPU cores the
+[--repeats 2] [--quick] [--model DIR] [--padding]`` (``--quick``: 2 steps, 1 repeat, a smoke
+run; ``--padding``: instead of TRL, our path with steps of 8 rows as one padded batch against
+one row at a time with 8 accumulated, which is the CPU default). On 2 CPU cores the
 defaults take ~5 minutes and ``--quick`` ~2 at ~75-80 training tokens/s; other work on the
 cores can slow that to ~30 tokens/s (2.5x longer). Batch 8 of these rows needs ~11 GB RSS.
 
@@ -235,7 +237,7 @@ def trl_baseline(config: Any, rows: list[dict[str, Any]], out_dir: str) -> Any:
     from agents.llm.hf_local import load_model_and_tokenizer
     from training.policy import lora_config
 
-    model, tok = load_model_and_tokenizer("embedded", trainable=True)
+    model, tok = load_model_and_tokenizer(config.model, trainable=True)
     data = datasets.Dataset.from_list([{"prompt": r["messages"][:-1], "completion": [r["messages"][-1]]} for r in rows])
     args = SFTConfig(
         output_dir=out_dir,
@@ -249,8 +251,8 @@ def trl_baseline(config: Any, rows: list[dict[str, Any]], out_dir: str) -> Any:
         save_strategy="no",
         logging_steps=1,
         seed=SEED,
-        bf16=False,
-        dataloader_pin_memory=False,
+        bf16=config.bf16,
+        dataloader_pin_memory=config.dataloader_pin_memory,
         disable_tqdm=True,
     )
     set_seed(SEED)  # the LoRA init
@@ -312,11 +314,11 @@ def check_masks(a: Seen, b: Seen, tok: Any) -> None:
 
 def table(results: list[Result]) -> None:
     print(
-        f"  {'path':<5} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'+RSS MiB':>9} {'peak MiB':>9} {'loss':>7} {'last':>7} {'cores':>5}  seconds per step"
+        f"  {'path':<11} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'+RSS MiB':>9} {'peak MiB':>9} {'loss':>7} {'last':>7} {'cores':>5}  seconds per step"
     )
     for r in results:
         print(
-            f"  {r.path:<5} {r.tokens:>7} {r.seconds:>8.1f} {r.tokens_per_s:>9.1f} {r.rss_increase:>9.0f} "
+            f"  {r.path:<11} {r.tokens:>7} {r.seconds:>8.1f} {r.tokens_per_s:>9.1f} {r.rss_increase:>9.0f} "
             f"{r.rss_peak:>9.0f} {r.loss:>7.4f} {r.last_loss:>7.4f} {r.cores:>5.2f}  "
             + " ".join(f"{t:.1f}" for t in r.steps)
         )
@@ -329,6 +331,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2, help="rounds of (ours, TRL)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 1 repeat")
+    ap.add_argument("--model", default="embedded", help="a model dir, e.g. random weights of the same shape")
+    ap.add_argument(
+        "--padding",
+        action="store_true",
+        help="instead of TRL: ours with steps of 8 rows as one padded batch of 8 vs 8 rows one at a time",
+    )
     args = ap.parse_args()
     if args.quick:
         args.max_steps, args.repeats = 2, 1
@@ -345,11 +353,13 @@ def main() -> None:
         from training.data import build_examples
         from training.sft import SFTTrainConfig
 
-        def config(i: int) -> SFTTrainConfig:
+        def config(i: int, batch: int = args.batch_size, accumulate: int = 1) -> SFTTrainConfig:
             return SFTTrainConfig(
                 run=RUN,
+                model=args.model,
                 max_steps=args.max_steps,
-                per_device_train_batch_size=args.batch_size,
+                per_device_train_batch_size=batch,
+                gradient_accumulation_steps=accumulate,
                 checkpoint_name=f"sft-bench-{i}",
                 disable_tqdm=True,
                 seed=SEED,
@@ -368,6 +378,9 @@ def main() -> None:
             print(f"warm-up (untimed): 1 step of batch 2 in {measure('warm', warm).seconds:.1f} s")
             del warm
             free_memory()
+            if args.padding:
+                padding(args, config, store)
+                return
             rounds: list[list[Result]] = []
             for rep in range(args.repeats):
                 results = []
@@ -407,6 +420,20 @@ def main() -> None:
         f"({'ok' if speed >= 0.95 else 'BELOW'} target >= 0.95); peak RSS increase median {memory:.2f}x; "
         f"tokens trained {'equal' if same_tokens else 'DIFFER'} between paths"
     )
+
+
+def padding(args: Any, config: Any, store: TrajectoryStore) -> None:
+    """Steps of 8 rows: one padded batch of 8 against 8 rows one at a time (accumulated), alternating."""
+    ratios = []
+    for rep in range(args.repeats):
+        results = []
+        for label, batch, accumulate in (("batch 8", 8, 1), ("8 x batch 1", 1, 8)):
+            results.append(measure(label, ours(config(100 + 2 * rep + accumulate // 8, batch, accumulate), store)))
+            free_memory()
+        print(f"round {rep + 1}/{args.repeats}:")
+        table(results)
+        ratios.append(results[1].tokens_per_s / results[0].tokens_per_s)
+    print(f"summary: one row at a time / padded batch of 8, tokens/s median {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

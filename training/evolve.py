@@ -51,7 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from autodidact.config import home
 from autodidact.errors import ConfigError, NothingToTrainError
@@ -59,6 +59,24 @@ from autodidact.types import Trajectory, new_id
 
 METHODS = ("sft", "revision", "webrl", "dpo")
 STATE_FILE = "state.json"
+
+
+COLLECT: dict[str, Any] = {
+    "split": "train",
+    "limit": 40,
+    "samples_per_task": 4,
+    "concurrency": 16,
+    "sampling": {"temperature": 0.8, "max_tokens": 128},
+}
+EVALUATE: dict[str, Any] = {"split": "test", "concurrency": 16, "sampling": {"max_tokens": 128}}
+
+
+def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` over ``defaults``, sections (``sampling``) merged key by key."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in defaults.items()}
+    for k, v in given.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 class CurriculumConfig(BaseModel):
@@ -85,18 +103,12 @@ class EvolveConfig(BaseModel):
     env: str = "code"
     suite: str = "bundled"
     collect: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "split": "train",
-            "limit": 40,
-            "samples_per_task": 4,
-            "concurrency": 16,
-            "sampling": {"temperature": 0.8, "max_tokens": 128},
-        },
-        description="RunConfig fields for collection (the train split)",
+        default_factory=lambda: _merged(COLLECT, {}),
+        description="RunConfig fields for collection (the train split); given ones are merged over the defaults",
     )
     evaluate: dict[str, Any] = Field(
-        default_factory=lambda: {"split": "test", "concurrency": 16, "sampling": {"max_tokens": 128}},
-        description="RunConfig fields for the held-out evaluation (greedy unless set)",
+        default_factory=lambda: _merged(EVALUATE, {}),
+        description="RunConfig fields for the held-out evaluation (greedy unless set); merged over the defaults",
     )
     methods: list[str] = Field(default_factory=lambda: ["sft", "revision"], description=f"from {', '.join(METHODS)}")
     roles: dict[str, list[str]] = Field(
@@ -107,6 +119,12 @@ class EvolveConfig(BaseModel):
     )
     gate_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="promote unless held-out success drops by more")
     curriculum: CurriculumConfig = CurriculumConfig()
+
+    @field_validator("collect", "evaluate", mode="before")
+    @classmethod
+    def _over_defaults(cls, v: Any, info: ValidationInfo) -> Any:
+        # so that `--set collect.concurrency=64` changes that one field, not the whole stage
+        return _merged(COLLECT if info.field_name == "collect" else EVALUATE, v) if isinstance(v, dict) else v
 
     @field_validator("methods")
     @classmethod

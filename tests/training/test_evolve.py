@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from autodidact.config import parse
 from autodidact.errors import ConfigError
 from memory.base import TrajectoryQuery, open_store
 from training.evolve import Evolution, EvolveConfig, resume_config, wilson
@@ -32,6 +33,19 @@ def test_config_rejects_unknown_methods_and_keys() -> None:
         EvolveConfig(methods=["ppo"])
     with pytest.raises(ValueError, match="extra"):
         EvolveConfig.model_validate({"round": 3})
+
+
+def test_a_stage_field_set_alone_keeps_the_other_defaults() -> None:
+    cfg = parse(EvolveConfig, None, ["collect.concurrency=64", "collect.sampling.max_tokens=64", "evaluate.limit=5"])
+    assert cfg.collect == {
+        "split": "train",
+        "limit": 40,
+        "samples_per_task": 4,
+        "concurrency": 64,
+        "sampling": {"temperature": 0.8, "max_tokens": 64},
+    }
+    assert cfg.evaluate == {"split": "test", "concurrency": 16, "limit": 5, "sampling": {"max_tokens": 128}}
+    assert EvolveConfig.model_validate(cfg.model_dump()) == cfg  # a resumed run reads back the same config
 
 
 class Scripted:
