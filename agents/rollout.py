@@ -101,6 +101,7 @@ class RunConfig(BaseModel):
     suite: str = Field("bundled", description="registered suite id or a .jsonl path")
     split: SplitFilter = Field("all", description="train, test (held out) or all")
     limit: int | None = Field(None, ge=1, description="first N tasks of the suite")
+    task_seed: int | None = Field(None, description="draw the tasks at random with this seed instead (with limit: N)")
     graph: str = Field("react", description="registered graph id: react, reflexion, magicore, lookahead, mcts")
     graph_options: dict[str, Any] = Field(
         default_factory=dict, description="the graph's own settings, e.g. rounds (reflexion), simulations (mcts)"
@@ -435,7 +436,11 @@ async def run_rollout(
     """
     if resume and cfg.run_id is None:
         raise ConfigError("resume needs the run id: RunConfig(run_id=...)")
-    tasks = list(tasks) if tasks is not None else load_suite(cfg.suite, split=cfg.split, limit=cfg.limit)
+    tasks = (
+        list(tasks)
+        if tasks is not None
+        else load_suite(cfg.suite, split=cfg.split, limit=cfg.limit, seed=cfg.task_seed)
+    )
     run_id = cfg.run_id or new_id()[:12]
     graph_context(cfg)
     if not resume:

@@ -122,7 +122,7 @@ def run(
         cfg = parse(RunConfig, None, [], **{**found.run.config, "run_id": found.run.id})
     else:
         cfg = parse(RunConfig, config, overrides)
-    tasks = load_suite(cfg.suite, split=cfg.split, limit=cfg.limit)
+    tasks = load_suite(cfg.suite, split=cfg.split, limit=cfg.limit, seed=cfg.task_seed)
     if not tasks:
         raise ConfigError(f"suite {cfg.suite!r} has no tasks for split={cfg.split!r}; try --split all")
     from autodidact import registry

@@ -34,6 +34,7 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -141,8 +142,11 @@ def jsonl_suite(path: str) -> list[Task]:
     return code_tasks_from_rows(read_jsonl(p), p.stem.removesuffix(".jsonl"), str(p))
 
 
-def load_suite(name: str, *, split: SplitFilter = "all", limit: int | None = None) -> list[Task]:
-    """Tasks of a registered suite or a ``.jsonl`` path, filtered by split, at most ``limit``."""
+def load_suite(
+    name: str, *, split: SplitFilter = "all", limit: int | None = None, seed: int | None = None
+) -> list[Task]:
+    """Tasks of a registered suite or a ``.jsonl`` path, filtered by split, at most ``limit``:
+    the first ones, or with ``seed`` ones drawn at random (the same for the same seed)."""
     if name.endswith((".jsonl", ".jsonl.gz")):
         tasks = jsonl_suite(name)
     else:
@@ -152,4 +156,6 @@ def load_suite(name: str, *, split: SplitFilter = "all", limit: int | None = Non
             raise NotRegisteredError(f"{e}; or pass a path to a .jsonl task file") from None
     if split != "all":
         tasks = [t for t in tasks if t.split == split]
+    if seed is not None:
+        tasks = random.Random(seed).sample(tasks, len(tasks))
     return tasks[:limit] if limit is not None else tasks

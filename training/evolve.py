@@ -110,6 +110,10 @@ class EvolveConfig(BaseModel):
         default_factory=lambda: _merged(EVALUATE, {}),
         description="RunConfig fields for the held-out evaluation (greedy unless set); merged over the defaults",
     )
+    fresh_tasks: bool = Field(
+        False,
+        description="round k collects collect.limit training tasks drawn at random with seed k, not the first ones",
+    )
     methods: list[str] = Field(default_factory=lambda: ["sft", "revision"], description=f"from {', '.join(METHODS)}")
     roles: dict[str, list[str]] = Field(
         default_factory=dict, description="a role's own adapter and its data kinds, e.g. {reviewer: [reviewer]}"
@@ -329,7 +333,8 @@ class Evolution:
         incumbent = dict(self.state["incumbent"])
         model, roles = incumbent["model"], dict(incumbent["roles"])
         collect_id = f"{self.name}-r{k}-collect"
-        self.stage(f"r{k}/collect", lambda: self.rollout(collect_id, c.collect, model, roles, k))
+        collect = {**c.collect, "task_seed": k} if c.fresh_tasks else c.collect
+        self.stage(f"r{k}/collect", lambda: self.rollout(collect_id, collect, model, roles, k))
         runs = [collect_id]
         if c.curriculum.enabled:
             from training.curriculum import evolve_curriculum

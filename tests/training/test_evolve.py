@@ -16,6 +16,7 @@ import pytest
 
 from autodidact.config import parse
 from autodidact.errors import ConfigError
+from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
 from training.evolve import Evolution, EvolveConfig, resume_config, wilson
 from training.report import PLOTS
@@ -54,11 +55,13 @@ class Scripted:
 
     def __init__(self, evo: Evolution, held_out: dict[str, float]) -> None:
         self.held_out, self.trained, self.rolled = held_out, [], []
+        self.stages: dict[str, dict[str, Any]] = {}
         evo.rollout = self.rollout  # type: ignore[method-assign]
         evo.train = self.train  # type: ignore[method-assign]
 
     def rollout(self, run_id: str, stage: dict[str, Any], model: str, roles: dict[str, str], k: int) -> dict[str, Any]:
         self.rolled.append((run_id, model, dict(roles)))
+        self.stages[run_id] = stage
         rate = self.held_out.get(run_id, 0.3)
         n = 20
         return {
@@ -118,6 +121,20 @@ def test_gate_refuses_a_worse_candidate_and_the_next_round_starts_from_the_incum
     again.run()
     assert fake2.rolled == [] and fake2.trained == []
     assert resume_config("g") == cfg
+
+
+def test_fresh_tasks_draw_other_training_tasks_each_round(_isolated_home: Path) -> None:
+    evo = Evolution(EvolveConfig(name="f", rounds=2, fresh_tasks=True), store=None, progress=False, log=lambda _: None)
+    fake = Scripted(evo, {})
+    evo.run()
+
+    assert [fake.stages[f"f-r{k}-collect"].get("task_seed") for k in (1, 2)] == [1, 2]
+    assert "task_seed" not in fake.stages["f-r1-eval"]  # the held-out split is evaluated whole
+    first, second = (load_suite("bundled", split="train", limit=40, seed=k) for k in (1, 2))
+    assert len(first) == 40 and all(t.split == "train" for t in first)
+    assert {t.id for t in first} != {t.id for t in second}
+    assert first != load_suite("bundled", split="train", limit=40)  # not the first 40
+    assert load_suite("bundled", split="train", limit=40, seed=1) == first  # a resumed round draws the same
 
 
 def test_a_round_that_trains_nothing_is_not_evaluated(_isolated_home: Path) -> None:
