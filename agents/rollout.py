@@ -135,14 +135,20 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _environment_defaults(cls, data: Any) -> Any:
-        """Web episodes take many short answers: more steps, short completions, unless set."""
-        if isinstance(data, dict) and data.get("env") == "web":
-            data = dict(data)
+        """Web episodes take many short answers: more steps, short completions, unless set.
+        Sampling fields given as a mapping are merged over the environment's defaults (so
+        ``sampling.temperature=0.8`` keeps the code answer's stop at its closing fence)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        defaults = DEFAULT_SAMPLING
+        if data.get("env") == "web":
             data.setdefault("suite", "miniwob")
             data.setdefault("max_steps", WEB_MAX_STEPS)
-            given = data.get("sampling") or {}
-            if isinstance(given, dict):
-                data["sampling"] = {**WEB_SAMPLING.model_dump(), **given}
+            defaults = WEB_SAMPLING
+        given = data.get("sampling") or {}
+        if isinstance(given, dict):
+            data["sampling"] = {**defaults.model_dump(), **given}
         return data
 
 

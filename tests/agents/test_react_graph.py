@@ -149,3 +149,11 @@ def test_graph_options_are_checked_against_the_graph() -> None:
         graph_context(RunConfig(graph_options={"rounds": 3}))
     with pytest.raises(ValueError, match=r"roles\.solver"):
         RunConfig(roles={"solver": {"model": "x"}})
+
+
+def test_sampling_fields_given_keep_the_environments_other_defaults() -> None:
+    code = RunConfig(sampling={"temperature": 0.8, "max_tokens": 128}).sampling
+    assert (code.temperature, code.max_tokens, code.stop) == (0.8, 128, ("\n```\n",))  # still stops at the fence
+    web = RunConfig(env="web", sampling={"temperature": 0.8}).sampling
+    assert (web.temperature, web.max_tokens, web.stop) == (0.8, 64, ("\n\n",))
+    assert RunConfig(sampling={"stop": []}).sampling.stop == ()  # a default can still be turned off
