@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -162,6 +163,24 @@ def test_cpu_trains_one_row_at_a_time_eight_rows_a_step(tmp_path: Path) -> None:
     assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps == 8
     mine = SFTTrainConfig(output_dir=str(tmp_path), per_device_train_batch_size=2)
     assert (mine.gradient_accumulation_steps, mine.per_device_eval_batch_size) == (4, 2)
+
+
+def test_loss_before_and_after_is_measured_on_rows_spread_over_the_data() -> None:
+    import datasets
+
+    from training.policy import _evaluate
+
+    class Seen:
+        def __init__(self, rows: int | None) -> None:
+            self.args = SimpleNamespace(loss_rows=rows)
+            self.train_dataset = datasets.Dataset.from_list([{"x": i} for i in range(100)])
+
+        def evaluate(self, eval_dataset: Any, metric_key_prefix: str) -> dict[str, Any]:
+            return {"rows": list(eval_dataset["x"])}
+
+    assert _evaluate(Seen(8))["rows"] == [0, 12, 25, 37, 50, 62, 75, 87]  # type: ignore[arg-type]
+    assert _evaluate(Seen(None))["rows"] == list(range(100))  # type: ignore[arg-type]
+    assert SFTTrainConfig(output_dir="/tmp/x").loss_rows == 32
 
 
 def test_dataset_is_the_same_whatever_the_insertion_order(tmp_path: Path) -> None:
