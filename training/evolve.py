@@ -53,7 +53,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from autodidact.config import home
+from autodidact.config import home, merged
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Trajectory, new_id
 
@@ -69,14 +69,6 @@ COLLECT: dict[str, Any] = {
     "sampling": {"temperature": 0.8, "max_tokens": 128},
 }
 EVALUATE: dict[str, Any] = {"split": "test", "concurrency": 16, "sampling": {"max_tokens": 128}}
-
-
-def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` over ``defaults``, sections (``sampling``) merged key by key."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in defaults.items()}
-    for k, v in given.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 class CurriculumConfig(BaseModel):
@@ -103,11 +95,11 @@ class EvolveConfig(BaseModel):
     env: str = "code"
     suite: str = "bundled"
     collect: dict[str, Any] = Field(
-        default_factory=lambda: _merged(COLLECT, {}),
+        default_factory=lambda: merged(COLLECT, {}),
         description="RunConfig fields for collection (the train split); given ones are merged over the defaults",
     )
     evaluate: dict[str, Any] = Field(
-        default_factory=lambda: _merged(EVALUATE, {}),
+        default_factory=lambda: merged(EVALUATE, {}),
         description="RunConfig fields for the held-out evaluation (greedy unless set); merged over the defaults",
     )
     fresh_tasks: bool = Field(
@@ -128,7 +120,7 @@ class EvolveConfig(BaseModel):
     @classmethod
     def _over_defaults(cls, v: Any, info: ValidationInfo) -> Any:
         # so that `--set collect.concurrency=64` changes that one field, not the whole stage
-        return _merged(COLLECT if info.field_name == "collect" else EVALUATE, v) if isinstance(v, dict) else v
+        return merged(COLLECT if info.field_name == "collect" else EVALUATE, v) if isinstance(v, dict) else v
 
     @field_validator("methods")
     @classmethod

@@ -77,7 +77,7 @@ class TrainFields:
     )
     num_train_epochs: float = 2.0
     # A step is 8 rows. On CPU one row at a time (8 accumulated): rows vary in length and
-    # padding a batch of 8 to its longest made an epoch 1.8x slower (measured, README).
+    # padding a batch of 8 to its longest made training 1.9x slower (benchmarks/train.py --padding).
     per_device_train_batch_size: int | None = field(  # type: ignore[assignment]
         default=None, metadata={"help": "None: 8 on a GPU, 1 on CPU"}
     )

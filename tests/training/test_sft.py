@@ -165,7 +165,7 @@ def test_cpu_trains_one_row_at_a_time_eight_rows_a_step(tmp_path: Path) -> None:
     assert (mine.gradient_accumulation_steps, mine.per_device_eval_batch_size) == (4, 2)
 
 
-def test_loss_before_and_after_is_measured_on_rows_spread_over_the_data() -> None:
+def test_loss_before_and_after_is_measured_on_rows_spread_over_the_data(tmp_path: Path) -> None:
     import datasets
 
     from training.policy import _evaluate
@@ -180,7 +180,7 @@ def test_loss_before_and_after_is_measured_on_rows_spread_over_the_data() -> Non
 
     assert _evaluate(Seen(8))["rows"] == [0, 12, 25, 37, 50, 62, 75, 87]  # type: ignore[arg-type]
     assert _evaluate(Seen(None))["rows"] == list(range(100))  # type: ignore[arg-type]
-    assert SFTTrainConfig(output_dir="/tmp/x").loss_rows == 32
+    assert SFTTrainConfig(output_dir=str(tmp_path)).loss_rows == 32
 
 
 def test_dataset_is_the_same_whatever_the_insertion_order(tmp_path: Path) -> None:
