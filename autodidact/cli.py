@@ -4,7 +4,7 @@ Commands import what they need when they run, so ``autodidact --help`` is instan
 kernel imports nothing heavy. Every :class:`~autodidact.errors.AutodidactError` becomes a
 one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
 
-    autodidact run --env code --suite bundled --limit 8
+    autodidact run --env code --suite bundled --limit 8 [--ray local|auto|ADDRESS --store postgresql://...]
     autodidact train --method sft|dpo|webrl --run RUN [--data success|revision|reviewer|refiner|world_model|orm]
     autodidact data build KIND --run RUN --out DIR
     autodidact evolve --config evolve.yaml | --resume NAME
@@ -14,6 +14,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
     autodidact eval --env code --suite humaneval --policy reference
     autodidact sandbox exec FILE [--backend process|docker] [--timeout S] [--memory MB] --json
     autodidact trajectories list | show ID | export RUN --out FILE
+    autodidact view [RUN]
     autodidact checkpoints list | show NAME
     autodidact skills list | show NAME | export --out FILE | import FILE | retire NAME
 """
@@ -21,6 +22,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,6 +83,17 @@ def run(
     resume: Annotated[
         str | None, typer.Option(help="continue this run: stored episodes are skipped, interrupted ones resume")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="run on Ray: local (start one here), auto (this host's cluster) or ADDRESS; use a postgresql:// store across hosts",
+        ),
+    ] = None,
+    ray_drivers: Annotated[int | None, typer.Option(help="Ray rollout driver actors [default: one per node]")] = None,
+    ray_env_workers: Annotated[
+        int, typer.Option(help="Ray environment worker actors (0: the drivers run the environments)")
+    ] = 0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     store: StoreOpt = None,
@@ -129,21 +142,27 @@ def run(
 
     registry.spec("environment", cfg.env)
     registry.spec("graph", cfg.graph)
-    chat_model = resolve_model(cfg.model).build()
     console = _console()
 
     async def main(st: TrajectoryStore) -> RunResult:
+        chat_model = resolve_model(cfg.model).build()
         # A server that cannot be reached fails here, in one line, before the run is recorded.
         list_models = getattr(chat_model, "list_models", None)
-        if list_models is not None:
-            await list_models()
         try:
+            if list_models is not None:
+                await list_models()
             return await run_rollout(cfg, chat_model, st, tasks=tasks, resume=resume is not None)
         finally:
             await chat_model.aclose()
 
     with open_store(store) as st:
-        result = asyncio.run(main(st))
+        if ray is None:
+            result = asyncio.run(main(st))
+        else:
+            from agents.cluster import RayConfig, run_rollout_ray
+
+            ray_cfg = RayConfig(address=ray, drivers=ray_drivers, env_workers=ray_env_workers)
+            result = run_rollout_ray(cfg, st.url, ray_cfg, tasks=tasks, resume=resume is not None)
     _print_run(console, result.episodes, tasks)
     _print_summary(console, cfg.graph, result)
     if cfg.skills.enabled:
@@ -199,7 +218,9 @@ def _print_run(console: Any, trajectories: list[Any], tasks: list[Any]) -> None:
 
 @app.command()
 def train(
-    run: Annotated[list[str], typer.Option("--run", help="run id(s) whose episodes to learn from")],
+    run: Annotated[
+        list[str] | None, typer.Option("--run", help="run id(s) whose episodes to learn from [default: every run]")
+    ] = None,
     method: Annotated[str, typer.Option(help="training method: sft, dpo or webrl")] = "sft",
     data: Annotated[
         list[str] | None,
@@ -217,13 +238,15 @@ def train(
     from training.policy import trainer
 
     train_fn, config_cls = trainer(method)
-    base: dict[str, Any] = {"run": run}
-    for key, value in (("model", model), ("checkpoint_name", name), ("data", data)):
+    base: dict[str, Any] = {}
+    for key, value in (("run", run), ("model", model), ("checkpoint_name", name), ("data", data)):
         if value is not None:
             base[key] = value
     cfg = parse(config_cls, config, list(set_ or []), **base)
     with open_store(store) as st:
         ckpt = train_fn(cfg, st)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # launched as several processes (accelerate launch, torchrun): the first one reports
     m = ckpt.metrics
     loss = (
         f"loss {m.loss_before:.3f} → {m.loss_after:.3f}"
@@ -323,6 +346,26 @@ def serve(
     from agents.llm.server import serve as serve_model
 
     serve_model(resolve_model(model).build(), name or model, host=host, port=port)
+
+
+@app.command()
+def view(
+    run: Annotated[
+        str | None, typer.Argument(help="open on this run: a run id (or unique prefix) or an evolve run's name")
+    ] = None,
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="bind address (not loopback: open to the network)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free one)")] = 8765,
+) -> None:
+    """Browse runs, trajectories step by step, skills, reflections and evolve reports in a local web page."""
+    from autodidact.config import home
+    from memory.base import open_store
+    from memory.viewer import resolve_target
+    from memory.viewer import serve as serve_viewer
+
+    with open_store(store) as st:
+        fragment = resolve_target(st, home(), run) if run is not None else ""
+        serve_viewer(st, home(), host=host, port=port, fragment=fragment)
 
 
 @app.command("eval")

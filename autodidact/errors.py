@@ -50,4 +50,8 @@ class SandboxUnavailableError(AutodidactError, RuntimeError):
 
 
 class BrowserUnavailableError(AutodidactError, RuntimeError):
-    """Playwright or a Chromium to drive is missing, or the browser cannot start."""
+    """Playwright or a Chromium to drive is missing, the browser cannot start, or it died mid-episode."""
+
+
+class EnvironmentUnavailableError(AutodidactError, RuntimeError):
+    """A server an environment runs on (a bundled site's, MiniWoB++'s) stopped during an episode."""

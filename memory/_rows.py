@@ -227,15 +227,20 @@ def append(cur: Cursor, d: Dialect, t: Trajectory) -> None:
     cur.executemany(d.sql(_INSERT_STEP), step_rows(t, d))
 
 
-def _where(q: TrajectoryQuery) -> tuple[str, list[Any]]:
+def _where(q: TrajectoryQuery, d: Dialect) -> tuple[str, list[Any]]:
     filters = {"run_id": q.run_id, "suite": q.suite, "task_id": q.task_id, "success": q.success, "round": q.round}
     used = {column: value for column, value in filters.items() if value is not None}
-    return (" WHERE " + " AND ".join(f"{column} = ?" for column in used) if used else ""), list(used.values())
+    conditions, params = [f"{column} = ?" for column in used], list(used.values())
+    if q.role is not None:
+        # the steps' primary key (trajectory_id, idx) makes this a short range scan per trajectory
+        conditions.append("EXISTS (SELECT 1 FROM steps WHERE steps.trajectory_id = trajectories.id AND steps.role = ?)")
+        params.append(d.encode_text(q.role))  # roles are written encoded (PostgreSQL: no NUL)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
 def query(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> list[Trajectory]:
     """Trajectories matching ``q`` in insertion order: one statement for them, one for their steps."""
-    where, params = _where(q)
+    where, params = _where(q, d)
     sql = f"SELECT id, CAST(data AS TEXT) FROM trajectories{where} ORDER BY seq LIMIT ? OFFSET ?"
     limit = _NO_LIMIT if q.limit is None else q.limit
     rows = cur.execute(d.sql(sql), (*params, limit, q.offset)).fetchall()
@@ -244,7 +249,7 @@ def query(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> list[Trajectory]:
 
 def count(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> int:
     """How many trajectories match ``q``, ignoring ``limit`` and ``offset``."""
-    where, params = _where(q)
+    where, params = _where(q, d)
     return int(cur.execute(d.sql(f"SELECT COUNT(*) FROM trajectories{where}"), params).fetchall()[0][0])
 
 

@@ -42,6 +42,7 @@ class TrajectoryQuery(Record):
     task_id: str | None = None
     success: bool | None = None
     round: int | None = None
+    role: str | None = Field(None, description="only trajectories with at least one step of this role")
     limit: int | None = Field(None, ge=1)
     offset: int = Field(0, ge=0)
 
@@ -80,7 +81,7 @@ class MemoryEntry(Record):
 
 
 class TrajectoryStore(abc.ABC):
-    """Runs and episodes, appended atomically and queried by run, suite, task, success, round."""
+    """Runs and episodes, appended atomically and queried by run, suite, task, success, round, role."""
 
     url: str
 

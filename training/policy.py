@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -114,6 +115,8 @@ class TrainFields:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16  # type: ignore[attr-defined]
         if self.dataloader_pin_memory is None:  # pinning only helps copies to a GPU; on CPU it warns
             self.dataloader_pin_memory = torch.cuda.is_available()
+        if distributed() and not torch.cuda.is_available():
+            self.use_cpu = True  # several processes without GPUs: data parallel over gloo
         check = getattr(self, "check_data", None)
         if check is not None:
             check()
@@ -146,8 +149,35 @@ def trainer(method: str) -> tuple[Callable[..., Checkpoint], type[Any]]:
     return fn, fn.__globals__[hint] if isinstance(hint, str) else hint
 
 
+def distributed() -> bool:
+    """Whether this process is one of several training together (``accelerate launch``, ``torchrun``)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def reserve_name(config: TrainFields, method: str) -> str:
-    """The checkpoint name to train into (given or generated); a taken name is a ConfigError."""
+    """The checkpoint name to train into (given or generated); a taken name is a ConfigError.
+
+    Launched as several processes, the first one chooses and checks the name and tells the others.
+    """
+    if not distributed():
+        return _reserve_name(config, method)
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    getattr(config, "device", None)  # the trainer's arguments set up the process group (gloo on CPU)
+    box: list[Any] = [None]
+    if PartialState().is_main_process:
+        try:
+            box = [_reserve_name(config, method)]
+        except ConfigError as e:
+            box = [e]
+    broadcast_object_list(box)
+    if isinstance(box[0], ConfigError):
+        raise box[0]
+    return str(box[0])
+
+
+def _reserve_name(config: TrainFields, method: str) -> str:
     name = config.checkpoint_name or new_checkpoint_name(method)
     where = checkpoint_dir(name)
     if (where / RECORD_FILE).exists():
@@ -174,12 +204,13 @@ def load_policy(
     from agents.llm.hf_local import load_model_and_tokenizer
 
     kind: Kind = "full" if config.full_finetune else "lora"
+    device = _device()
     parent = find_checkpoint(config.model) if config.model != "embedded" else None
     if parent is None:
-        model, tok = load_model_and_tokenizer(config.model, trainable=True)
+        model, tok = load_model_and_tokenizer(config.model, device=device, trainable=True)
         return model, tok, config.model, None, kind, not config.full_finetune
     path, adapter = parent.load_spec()
-    model, tok = load_model_and_tokenizer(path, adapter, trainable=True)
+    model, tok = load_model_and_tokenizer(path, adapter, device=device, trainable=True)
     if adapter is None:  # a full checkpoint: its weights are the base
         return model, tok, path, parent.name, kind, not config.full_finetune
     if config.full_finetune:
@@ -187,6 +218,15 @@ def load_policy(
         model.requires_grad_(True)  # PEFT froze the base weights; a full fine-tune trains them all
         return model, tok, parent.base_model, parent.name, kind, False
     return model, tok, parent.base_model, parent.name, kind, False
+
+
+def _device() -> str:
+    """Where this process loads the policy: its own GPU when launched as one of several."""
+    import torch
+
+    if distributed() and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu" if distributed() else "auto"
 
 
 def lora_config(config: TrainFields) -> LoraConfig:
@@ -216,10 +256,20 @@ def run_job(job: TrainJob) -> Checkpoint:
     after = _evaluate(trainer)
 
     weights = checkpoint_dir(job.name) / WEIGHTS_DIR
-    shutil.rmtree(weights, ignore_errors=True)  # leftovers of a crashed run under the same name
-    trainer.save_model(str(weights))  # the adapter (or full model), plus the tokenizer
+    main = trainer.is_world_process_zero()  # launched as several processes, the first one writes
+    if main:
+        shutil.rmtree(weights, ignore_errors=True)  # leftovers of a crashed run under the same name
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(weights))  # the adapter (or full model), plus the tokenizer; every process takes part
+    if not main:
+        trainer.accelerator.wait_for_everyone()  # for the first one to register the checkpoint
+        found = find_checkpoint(job.name)
+        assert found is not None, f"checkpoint {job.name} was not registered by the main process"
+        return found
     _remove_if_empty(checkpoint_dir(job.name) / TRAINER_DIR)  # holds something only if states were saved
     extra = dict(job.extra)
+    if args.world_size > 1:
+        extra["processes"] = float(args.world_size)  # trained together (accelerate launch, torchrun)
     for key in ("mean_token_accuracy", "rewards/accuracies", "rewards/margins"):
         for when, values in (("before", before), ("after", after)):
             value = values.get(f"eval_{key}")
@@ -235,7 +285,7 @@ def run_job(job: TrainJob) -> Checkpoint:
         seconds=round(seconds, 3),
         extra=extra,
     )
-    return register_checkpoint(
+    ckpt = register_checkpoint(
         job.name,
         weights,
         kind=job.kind,
@@ -246,6 +296,9 @@ def run_job(job: TrainJob) -> Checkpoint:
         config=args.to_dict(),
         metrics=metrics,
     )
+    if distributed():
+        trainer.accelerator.wait_for_everyone()
+    return ckpt
 
 
 def resume_point(name: str) -> str | None:

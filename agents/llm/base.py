@@ -133,12 +133,16 @@ def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig:
     """Turn a ``--model`` string into a config.
 
     Accepted: ``embedded``; an ``http(s)://`` URL of an OpenAI-compatible server (``URL#name``
-    asks for the model, or loaded LoRA adapter, of that name on it); a registered
-    checkpoint name (see :mod:`training.checkpoints`); a local model dir, adapter dir or
-    ``.gguf`` file; otherwise an HF id (loaded from the local HF cache).
+    asks for the model, or loaded LoRA adapter, of that name on it); ``vllm:MODEL?key=value``,
+    vLLM's in-process engine on an HF id, a dir or a checkpoint, with :class:`VLLMConfig` fields
+    as keys (``vllm:Qwen/Qwen2.5-7B-Instruct?tensor_parallel_size=4``: one model over 4 GPUs); a
+    registered checkpoint name (see :mod:`training.checkpoints`); a local model dir, adapter dir
+    or ``.gguf`` file; otherwise an HF id (loaded from the local HF cache).
     """
     if spec == EMBEDDED:
         return TransformersConfig()
+    if spec.startswith("vllm:"):
+        return _vllm_spec(spec)
     if spec.startswith(("http://", "https://")):
         url, _, served = spec.partition("#")  # URL#name: that model (or loaded adapter) on the server
         return OpenAIConfig(base_url=url.rstrip("/"), model=served)
@@ -162,3 +166,27 @@ def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig:
         f"model {spec!r} is not 'embedded', a URL, a checkpoint name, an existing path or an HF id; "
         "see `autodidact checkpoints list` or pass a path that exists"
     )
+
+
+def _vllm_spec(spec: str) -> VLLMConfig:
+    """``vllm:MODEL[?key=value&...]`` as a :class:`VLLMConfig` (a checkpoint: its base and adapter)."""
+    from urllib.parse import parse_qsl
+
+    from pydantic import ValidationError
+
+    from training.checkpoints import find_checkpoint
+
+    target, _, query = spec.removeprefix("vllm:").partition("?")
+    fields: dict[str, object] = {"model": target}
+    ckpt = find_checkpoint(target) if target else None
+    if ckpt is not None:
+        path, adapter = ckpt.load_spec()
+        fields = {"model": path, "adapter": adapter, "enable_lora": adapter is not None}
+    try:
+        return VLLMConfig.model_validate({**fields, **dict(parse_qsl(query, keep_blank_values=True))})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'model'}: {err['msg']}" for err in e.errors())
+        known = ", ".join(k for k in VLLMConfig.model_fields if k not in ("type", "model"))
+        raise ModelLoadError(
+            f"model spec {spec!r}: {problems}; write vllm:MODEL?key=value&... with keys among {known}"
+        ) from None

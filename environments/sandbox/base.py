@@ -52,7 +52,12 @@ class Sandbox(Protocol):
     """Runs untrusted code under limits."""
 
     async def run(self, request: ExecRequest) -> ExecResult:
-        """Run ``request.code`` and report the outcome; never raises for the program's faults."""
+        """Run ``request.code`` and report the outcome; never raises for the program's faults.
+
+        Raises:
+            SandboxUnavailableError: a fault of the sandbox itself (its worker, container or
+                engine died or cannot be reached), when the program's outcome is unknown.
+        """
         ...
 
     async def close(self) -> None:

@@ -35,7 +35,11 @@ cold one does: a brand-new tmpfs (it gets the emptied one) and a brand-new inter
 it; use ``pool_size=0`` when jobs of different trust domains share a sandbox). Requests with
 the network on or a ``disk_mb`` other than the pool's run cold. Warm workers are shared by all
 ``ProcessSandbox`` instances with the same settings in a process (one pool per event loop),
-and die with the process.
+and die with the process. A worker that dies during a job (killed from outside, its container
+gone) or stops answering (no reply past the job's timeout plus a grace) is killed and
+replaced by a new one for the next job; the job it was running raises
+:class:`~autodidact.errors.SandboxUnavailableError` naming the worker and how it ended, since
+its outcome is unknown (a fault of the sandbox, not a wrong answer of the program).
 
 Without bubblewrap the sandbox refuses to run unless built with ``unsafe=True`` (or
 ``AUTODIDACT_UNSAFE_SANDBOX=1``): then jobs run as plain subprocesses under rlimits only,
@@ -249,8 +253,8 @@ def _result(
 class _Worker:
     """One warm container: bwrap running the zygote as its own slot uid, spoken to over pipes."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, lock: int | None) -> None:
-        self.proc, self.lock = proc, lock
+    def __init__(self, proc: asyncio.subprocess.Process, lock: int | None, uid: int | None = None) -> None:
+        self.proc, self.lock, self.uid = proc, lock, uid
 
     @classmethod
     async def start(cls, sandbox: ProcessSandbox) -> _Worker:
@@ -269,7 +273,7 @@ class _Worker:
             limit=_REPLY_LIMIT,
             preexec_fn=lambda: _drop_and_limit(None, uid),
         )
-        worker = cls(proc, lock)
+        worker = cls(proc, lock, uid)
         assert proc.stdout is not None
         try:
             ready = await asyncio.wait_for(proc.stdout.readline(), 30.0)
@@ -280,20 +284,23 @@ class _Worker:
             raise SandboxUnavailableError(f"a warm sandbox worker did not start (bwrap: {sandbox.bwrap})")
         return worker
 
-    async def run(self, request: ExecRequest) -> ExecResult | None:
-        """The job's result, or None when the worker died or stopped answering (it is then dead)."""
+    async def run(self, request: ExecRequest) -> ExecResult:
+        """The job's result; raises :class:`_WorkerLost` when the worker died or stopped answering
+        (it is then killed)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         start = time.perf_counter()
         job = request.model_dump(include=_JOB_FIELDS)
         self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+        wait_s = request.timeout_s + WORKER_GRACE_S
         try:
             await self.proc.stdin.drain()
-            line = await asyncio.wait_for(self.proc.stdout.readline(), request.timeout_s + WORKER_GRACE_S)
-        except (TimeoutError, ConnectionError, ValueError):
+            line = await asyncio.wait_for(self.proc.stdout.readline(), wait_s)
+        except TimeoutError:
+            raise _WorkerLost(await self._lost(f"stopped answering (no reply within {wait_s:g} s)")) from None
+        except (ConnectionError, ValueError):
             line = b""
         if not line:
-            self.abandon()
-            return None
+            raise _WorkerLost(await self._lost("died"))
         reply = json.loads(line)
         return _result(
             reply["stdout"],
@@ -304,6 +311,21 @@ class _Worker:
             start=start,
         )
 
+    async def _lost(self, what: str) -> str:
+        """Kill this worker, which failed its job; say who it was, ``what`` happened and how it ended."""
+        if self.proc.returncode is None and what == "died":  # its pipe closed: the exit status follows
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 1.0)
+        code = self.proc.returncode
+        self.abandon()
+        how = ""
+        if code is not None and code < 0:
+            how = f" (killed by {_signal_name(-code)})"
+        elif code is not None:
+            how = f" (exit code {code})"
+        uid = f", uid {self.uid}" if self.uid is not None else ""
+        return f"sandbox worker (pid {self.proc.pid}{uid}) {what}{how}"
+
     def abandon(self) -> None:
         """Kill the container (its zygote dies with bwrap) and give back the slot."""
         if self.proc.returncode is None:
@@ -311,6 +333,10 @@ class _Worker:
         if self.lock is not None:
             os.close(self.lock)
             self.lock = None
+
+
+class _WorkerLost(Exception):
+    """A warm worker died or stopped answering during a job (the message says which and how)."""
 
 
 class _Pool:
@@ -328,6 +354,12 @@ class _Pool:
         self.size = max(self.size, size)
 
     async def run(self, request: ExecRequest) -> ExecResult:
+        """Run ``request`` on a free worker (started when none is warm yet).
+
+        Raises:
+            SandboxUnavailableError: the worker died or stopped answering during the job (it
+                is replaced: the next job gets a new one), or no worker could start.
+        """
         worker = await self.free.get()
         result = None
         try:
@@ -335,19 +367,16 @@ class _Pool:
                 worker = await _Worker.start(self.sandbox)
                 self.workers.add(worker)
             result = await worker.run(request)
+            return result
+        except _WorkerLost as e:
+            raise SandboxUnavailableError(
+                f"the {e} during this job, so its outcome is unknown; a new worker replaces it for the next job"
+            ) from None
         finally:
             if worker is not None and result is None:  # died, or the caller was cancelled mid-job
                 worker.abandon()
                 self.workers.discard(worker)
             self.free.put_nowait(worker if result is not None else None)
-        if result is None:
-            return ExecResult(
-                stdout="",
-                stderr="the sandbox worker died or stopped answering during this job; it was replaced",
-                exit_code=None,
-                timed_out=True,
-            )
-        return result
 
     async def close(self) -> None:
         """Kill every worker and wait until each has exited."""
@@ -407,6 +436,13 @@ def _drop_and_limit(request: ExecRequest | None, uid: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
     if os.geteuid() != 0:
         resource.setrlimit(resource.RLIMIT_NPROC, (request.max_processes, request.max_processes))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _kill_group(pid: int) -> None:

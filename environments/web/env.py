@@ -19,6 +19,12 @@ observation that says what was wrong and shows the page again; it never ends the
 
 Only the episode's own origin (and ``allow``) is reachable (:mod:`environments.web.safety`).
 
+Faults that are not the agent's end the episode with an exception instead of an observation,
+so that the rollout records it as errored: Chromium died (or the page's renderer crashed)
+— :class:`~autodidact.errors.BrowserUnavailableError`; the server the episode's pages come
+from stopped — :class:`~autodidact.errors.EnvironmentUnavailableError`. Each is checked
+before and after every step. The next episode gets a relaunched browser and a new server.
+
 Example:
     >>> env = WebEnvironment()
     >>> obs = await env.reset(load_suite("miniwob")[0], seed=1)  # doctest: +SKIP
@@ -33,7 +39,7 @@ import functools
 from typing import Any
 
 from autodidact import registry
-from autodidact.errors import TaskDataError
+from autodidact.errors import BrowserUnavailableError, EnvironmentUnavailableError, TaskDataError
 from autodidact.types import Action, Observation, Task
 from environments.base import StepResult
 from environments.web import browser as browsers
@@ -81,6 +87,7 @@ class WebEnvironment:
         self._task: Task | None = None
         self._backend: Any = None
         self._steps = 0
+        self._crashed = False  # the page's renderer crashed
         self._refs: frozenset[str] = frozenset()
         self._tree = ""
         self._goal = ""
@@ -97,10 +104,11 @@ class WebEnvironment:
             self._backend = _SiteBackend(task)
         else:
             raise TaskDataError(f"task {task.id!r} is not a web task: payload kind must be 'miniwob' or 'site'")
-        self._task, self._steps = task, 0
+        self._task, self._steps, self._crashed = task, 0, False
         allow = [self._backend.origin(), *self.allow]
         async with browsers.slot():
             self._context, self._page = await browsers.open_page(allow=allow)
+            self._page.on("crash", self._on_crash)
             self._context.set_default_timeout(self.action_timeout_ms)
             self._context.set_default_navigation_timeout(30_000)
             self._goal = await self._backend.start(self._context, self._page, task, seed)
@@ -113,8 +121,30 @@ class WebEnvironment:
         if self._task is None or self._backend is None:
             raise RuntimeError("step() before reset()")
         self._steps += 1
+        self._check_alive()
         async with browsers.slot():
             return await self._step(action)
+
+    def _on_crash(self, _page: Any) -> None:
+        self._crashed = True
+
+    def _check_alive(self) -> None:
+        """Raise when the episode cannot go on: its browser or the server of its pages died."""
+        page, context = self._page, self._context
+        if page is not None and (self._crashed or page.is_closed() or not context.browser.is_connected()):
+            what, next_one = (
+                ("the page's renderer crashed", "gets a new page")
+                if self._crashed and context.browser.is_connected()
+                else ("Chromium died", "relaunches it")
+            )
+            raise BrowserUnavailableError(
+                f"{what} during this episode, so it cannot go on; the next episode {next_one}"
+            )
+        why = self._backend.gone() if self._backend is not None else None
+        if why:
+            raise EnvironmentUnavailableError(
+                f"{why} during this episode, so it cannot go on; the next episode starts a new server"
+            )
 
     async def _step(self, action: Action) -> StepResult:
         error: str | None = None
@@ -140,6 +170,7 @@ class WebEnvironment:
         if error:
             info["error"] = error
         obs = await self._observe(error)
+        self._check_alive()  # a failed action, judge or observation may have been a dead browser or server
         truncated = not terminated and self._steps >= self.max_steps
         return StepResult(obs, reward, terminated=terminated, truncated=truncated, info=info)
 
@@ -253,6 +284,10 @@ class _Backend:
     ) -> tuple[float, bool, dict[str, Any]]:
         raise NotImplementedError
 
+    def gone(self) -> str | None:
+        """Why the episode cannot go on (the server of its pages stopped), or None."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -273,6 +308,9 @@ class _SiteBackend(_Backend):
 
     def origin(self) -> str:
         return self.server.origin
+
+    def gone(self) -> str | None:
+        return None if self.server.alive else f"the bundled sites' server at {self.server.origin} stopped"
 
     async def start(self, context: Any, page: Any, task: Task, seed: int | None) -> str:
         from environments.web.sites.base import COOKIE

@@ -69,14 +69,19 @@ _SERVER: tuple[str, LoopbackServer] | None = None
 _LOCK = threading.Lock()
 
 
-def origin() -> str:
-    """``http://127.0.0.1:<port>`` of this process's MiniWoB++ file server (started on first use)."""
+def file_server() -> tuple[str, LoopbackServer]:
+    """This process's MiniWoB++ file server and its origin (started on first use, and again when it stopped)."""
     global _SERVER
     with _LOCK:
-        if _SERVER is None:
+        if _SERVER is None or not _SERVER[1].alive:
             handler = functools.partial(_Quiet, directory=str(html_root()))
             _SERVER = serve(handler, "autodidact-miniwob")
-        return _SERVER[0]
+        return _SERVER
+
+
+def origin() -> str:
+    """``http://127.0.0.1:<port>`` of this process's MiniWoB++ file server (see :func:`file_server`)."""
+    return file_server()[0]
 
 
 # One round trip: wait for the page's own onload (it shows the start screen; starting before it
@@ -104,9 +109,14 @@ class MiniWoBBackend:
 
     def __init__(self, episode_ms: int) -> None:
         self.episode_ms = episode_ms
+        self._origin, self._server = file_server()  # the episode's server, for all its steps
 
     def origin(self) -> str:
-        return origin()
+        return self._origin
+
+    def gone(self) -> str | None:
+        """Why the episode cannot go on (its file server stopped), or None."""
+        return None if self._server.alive else f"the MiniWoB++ file server at {self._origin} stopped"
 
     async def start(self, context: Any, page: Any, task: Task, seed: int | None) -> str:
         name = task.payload.get("name")
@@ -114,7 +124,7 @@ class MiniWoBBackend:
             raise TaskDataError(f"task {task.id!r}: no MiniWoB++ task named {name!r}")
         if seed is None:
             seed = int(task.payload.get("seed", 0))
-        await page.goto(f"{origin()}/miniwob/{name}.html")
+        await page.goto(f"{self._origin}/miniwob/{name}.html")
         return str(await page.evaluate(_START, [seed, self.episode_ms, 10_000]))
 
     def root(self, page: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agents.llm.base import VLLMConfig
+from agents.llm.base import VLLMConfig, resolve_model
 from agents.llm.vllm_engine import VLLMChatModel
 from autodidact.errors import ConfigError, ModelLoadError
 from autodidact.types import Message, SamplingParams
@@ -137,3 +137,15 @@ async def test_loaded_adapters_are_chosen_per_request(fake_vllm: types.ModuleTyp
 async def test_adapters_need_an_engine_built_with_lora(fake_vllm: types.ModuleType, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="enable_lora: true"):
         await VLLMChatModel(model="m").load_adapter("r1", str(tmp_path))
+
+
+def test_a_vllm_spec_sets_tensor_parallelism(fake_vllm: types.ModuleType) -> None:
+    cfg = resolve_model("vllm:Qwen/Qwen2.5-7B-Instruct?tensor_parallel_size=4&gpu_memory_utilization=0.8")
+    assert isinstance(cfg, VLLMConfig) and cfg.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert (cfg.tensor_parallel_size, cfg.gpu_memory_utilization) == (4, 0.8)
+    model = cfg.build()
+    assert model._llm.kwargs["tensor_parallel_size"] == 4  # type: ignore[attr-defined]
+    with pytest.raises(ModelLoadError, match=r"tensor_paralel: Extra inputs.*keys among tensor_parallel_size"):
+        resolve_model("vllm:m?tensor_paralel=2")
+    with pytest.raises(ModelLoadError, match=r"tensor_parallel_size: Input should be greater than or equal to 1"):
+        resolve_model("vllm:m?tensor_parallel_size=0")

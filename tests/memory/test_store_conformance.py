@@ -240,6 +240,41 @@ def test_query_filters_limit_offset_and_count(store: TrajectoryStore) -> None:
     assert store.query() == episodes  # steps included, in order, insertion order overall
 
 
+def test_query_by_role_finds_episodes_with_a_step_of_that_role(store: TrajectoryStore) -> None:
+    def with_roles(seed: int, roles: tuple[str, ...], **fields: Any) -> Trajectory:
+        t = sample_trajectory(n_steps=len(roles), seed=seed, **fields)
+        return t.model_copy(
+            update={"steps": tuple(s.model_copy(update={"role": r}) for s, r in zip(t.steps, roles, strict=True))}
+        )
+
+    episodes = [
+        with_roles(0, ("solver",)),
+        with_roles(1, ("solver", "reviewer", "refiner", "reviewer"), success=True),
+        with_roles(2, ("solver", "world_model")),
+        with_roles(3, ("reviewer",), run_id="other"),
+        with_roles(4, ()),
+        with_roles(5, ("solver", "reviewer"), round=1),
+        with_roles(6, ("r\x00le",)),  # PostgreSQL stores the NUL as U+FFFD: the filter must match it all the same
+    ]
+    for t in episodes:
+        store.append(t)
+    reviewed = [episodes[i].id for i in (1, 3, 5)]
+    assert [t.id for t in store.query(TrajectoryQuery(role="reviewer"))] == reviewed  # each once, in order
+    assert store.count(TrajectoryQuery(role="reviewer")) == 3
+    assert [t.id for t in store.query(TrajectoryQuery(role="solver"))] == [episodes[i].id for i in (0, 1, 2, 5)]
+    assert [t.id for t in store.query(TrajectoryQuery(role="world_model"))] == [episodes[2].id]
+    assert store.query(TrajectoryQuery(role="reflector")) == [] and store.count(TrajectoryQuery(role="nope")) == 0
+    assert store.count(TrajectoryQuery(role="r\x00le")) == 1
+    # combined with the other filters and paging
+    assert [t.id for t in store.query(TrajectoryQuery(role="reviewer", run_id="run"))] == reviewed[::2]
+    assert [t.id for t in store.query(TrajectoryQuery(role="reviewer", success=False))] == reviewed[1:]
+    assert [t.id for t in store.query(TrajectoryQuery(role="reviewer", round=1))] == [episodes[5].id]
+    assert [t.id for t in store.query(TrajectoryQuery(role="reviewer", limit=1, offset=1))] == [reviewed[1]]
+    assert store.count(TrajectoryQuery(role="reviewer", limit=1, offset=1)) == 3
+    got = store.query(TrajectoryQuery(role="refiner"))
+    assert got == [episodes[1]]  # the whole episode, every step, not only the matching ones
+
+
 def test_get_by_full_id_or_unique_prefix(store: TrajectoryStore) -> None:
     a, b, c = (rich_trajectory(id=i) for i in ("abcdef01" + "0" * 24, "abcdef02" + "0" * 24, "123456" + "9" * 26))
     for t in (a, b, c):

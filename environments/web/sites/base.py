@@ -6,7 +6,8 @@ registered sites from one threaded HTTP server on 127.0.0.1 (``/<site>/...``); e
 opens a session (a fresh state from ``site.new_state(task)``) whose token travels as a cookie
 in the episode's own browser context, so a cart, order or post made in one episode is
 invisible to every other, also when they run at the same time. A session's state is only
-touched under its lock, by the server's request threads and by the judge.
+touched under its lock, by the server's request threads and by the judge. A server that
+stopped is replaced by the next :func:`site_server` call (sessions open on it are lost).
 
 Adding a site: subclass nothing; provide ``name``, ``new_state``, ``handle``, ``judge`` and
 ``tasks`` (see :class:`Site`), and register its suite in :mod:`autodidact.builtins`.
@@ -180,7 +181,13 @@ class SiteServer:
             )
         _send(h, response)
 
+    @property
+    def alive(self) -> bool:
+        """Still serving (not shut down, its thread not dead)."""
+        return self._httpd.alive
+
     def shutdown(self) -> None:
+        """Stop serving; its sessions' pages can no longer load (:func:`site_server` starts a new server)."""
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -211,9 +218,13 @@ _SERVER_LOCK = threading.Lock()
 
 
 def site_server() -> SiteServer:
-    """The process's site server, started on first use."""
+    """The process's site server, started on first use and again when it stopped.
+
+    A new server has a new origin and no sessions: episodes opened on the stopped one cannot
+    go on (the web environment ends them with an error), later ones run on the new one.
+    """
     global _SERVER
     with _SERVER_LOCK:
-        if _SERVER is None:
+        if _SERVER is None or not _SERVER.alive:
             _SERVER = SiteServer()
         return _SERVER

@@ -1,0 +1,160 @@
+"""Rollouts on a local Ray (2 CPUs, started here): drivers and environment workers as actors.
+
+Two drivers write one PostgreSQL store at once; the embedded model answers through
+`autodidact serve`; an environment worker killed mid-episode is replaced and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from agents.cluster import RayConfig, run_rollout_ray
+from agents.llm.base import ChatModel
+from agents.llm.server import create_app, running_app
+from agents.rollout import RunConfig, episode_id
+from autodidact.errors import ConfigError
+from autodidact.types import Completion, Message, SamplingParams
+from environments.tasks import load_suite
+from memory.base import TrajectoryQuery, open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+# Actors share 2 CPUs: two drivers and two environment workers at half a CPU each.
+HALF = RayConfig(drivers=2, env_workers=2, driver_cpus=0.5, env_worker_cpus=0.5)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray instance (2 CPUs) for the module; its workers can import the tests package."""
+    ray = pytest.importorskip("ray")
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    if saved is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+def _solution(prompt: str) -> str:
+    """The reference answer of the bundled task whose prompt this is."""
+    for task in load_suite("bundled"):
+        if task.prompt in prompt:
+            return f"```python\n{task.payload['prefix']}{task.payload['solution']}\n```"
+    raise AssertionError("no bundled task in the prompt")
+
+
+class PidModel:
+    """Answers every bundled task correctly, signed with the driver's pid (a code comment)."""
+
+    name = "pid"
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        await asyncio.sleep(0.05)  # long enough for the two drivers' episodes to overlap
+        return [Completion(text=f"# pid {os.getpid()}\n" + _solution(c[-1].content)) for c in conversations]
+
+    async def aclose(self) -> None:
+        pass
+
+
+class KillerModel(PidModel):
+    """Like PidModel, but the answer to ``doomed`` sleeps, and its environment worker is killed meanwhile."""
+
+    def __init__(self, doomed: str) -> None:
+        self.doomed = doomed
+
+    async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        if self.doomed in conversations[0][-1].content:
+            threading.Timer(1.0, _kill_env_workers).start()  # while the worker runs the sleeping answer
+            return [Completion(text="```python\nimport time\ntime.sleep(20)\n```")]
+        return await super().generate(conversations, sampling)
+
+
+def _kill_env_workers() -> None:
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        if any("EnvWorker" in part for part in p.info["cmdline"] or ()):
+            os.kill(p.pid, signal.SIGKILL)
+
+
+def test_two_drivers_write_one_postgres_store(local_ray: None, postgres_url: str) -> None:
+    tasks = load_suite("bundled", split="train", limit=8)
+    cfg = RunConfig(concurrency=2, run_id="ray-pg")
+    result = run_rollout_ray(cfg, postgres_url, HALF, tasks=tasks, model_factory=PidModel, progress=False)
+
+    with open_store(postgres_url) as store:
+        stored = store.query(TrajectoryQuery(run_id="ray-pg"))
+        assert store.get_run("ray-pg") is not None
+    assert sorted(t.id for t in stored) == sorted(episode_id("ray-pg", t, 0) for t in tasks)
+    assert all(t.success and t.error is None for t in stored), [t.error for t in stored]
+    writers = {t.steps[0].completion.split("\n")[0] for t in stored if t.steps[0].completion}
+    assert len(writers) == 2 and f"# pid {os.getpid()}" not in writers  # two driver processes, not this one
+    assert len(result.episodes) == 8 and result.success_rate == 1.0
+
+
+def test_resume_on_ray_runs_only_what_is_missing(local_ray: None, tmp_path: Path) -> None:
+    tasks = load_suite("bundled", split="train", limit=4)
+    url = str(tmp_path / "s.db")
+    cfg = RunConfig(concurrency=2, run_id="ray-resume")
+    drivers_only = HALF.model_copy(update={"env_workers": 0})
+    run_rollout_ray(cfg, url, drivers_only, tasks=tasks[:2], model_factory=PidModel, progress=False)
+    again = run_rollout_ray(cfg, url, drivers_only, tasks=tasks, model_factory=PidModel, progress=False, resume=True)
+    assert again.skipped == 2 and len(again.episodes) == 2
+    with open_store(url) as store:
+        assert store.count(TrajectoryQuery(run_id="ray-resume")) == 4
+
+
+def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(local_ray: None, tmp_path: Path) -> None:
+    tasks = load_suite("bundled", split="train", limit=4)
+    cfg = RunConfig(concurrency=1, run_id="ray-kill", episode_timeout_s=60)
+    one_each = RayConfig(drivers=1, env_workers=1, driver_cpus=0.5, env_worker_cpus=0.5)
+    url = str(tmp_path / "s.db")
+    doomed = tasks[1]
+    run_rollout_ray(cfg, url, one_each, tasks=tasks, model_factory=lambda: KillerModel(doomed.prompt), progress=False)
+
+    with open_store(url) as store:
+        by_task = {t.task.id: t for t in store.query(TrajectoryQuery(run_id="ray-kill"))}
+    assert len(by_task) == 4
+    lost = by_task.pop(doomed.id)
+    errors = " ".join(filter(None, [lost.error, *(s.error for s in lost.steps)]))
+    assert not lost.success and "the environment worker died mid-episode" in errors, errors
+    assert all(t.success and t.error is None for t in by_task.values()), [t.error for t in by_task.values()]
+
+
+@pytest.mark.slow
+def test_the_embedded_model_answers_through_a_server(local_ray: None, embedded_model: ChatModel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tasks = load_suite("bundled", split="train", limit=4)
+    url = str(tmp_path / "s.db")
+    with running_app(create_app(embedded_model, "embedded")) as root:
+        cfg = RunConfig(
+            model=root, concurrency=2, run_id="ray-real", sampling=SamplingParams(max_tokens=48, stop=("\n```\n",))
+        )
+        result = run_rollout_ray(cfg, url, HALF.model_copy(update={"env_workers": 0}), tasks=tasks, progress=False)
+    with open_store(url) as store:
+        stored = store.query(TrajectoryQuery(run_id="ray-real"))
+    assert len(stored) == 4 and len(result.episodes) == 4
+    for t in stored:
+        assert t.error is None and t.steps[0].completion and t.steps[0].observation is not None
+        assert t.policy.backend  # the OpenAI-compatible client's name: answered over HTTP
+
+
+def test_what_the_cluster_cannot_place_is_refused(local_ray: None, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="need 4 CPUs and 0 GPUs; the cluster has 2 CPUs"):
+        run_rollout_ray(
+            RunConfig(run_id="too-big"),
+            str(tmp_path / "s.db"),
+            RayConfig(drivers=4),
+            tasks=load_suite("bundled", limit=4),
+            model_factory=PidModel,
+            progress=False,
+        )
