@@ -379,6 +379,15 @@ class Pool(Generic[C]):
         if not keep:
             self._close(conn)
 
+    def discard_idle(self) -> None:
+        """Close the idle connections (the server went away: they are dead too); new ones open on demand."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            self._close(conn)
+
     def close(self) -> None:
         """Close idle connections now and borrowed ones when they come back; later borrows fail."""
         with self._cond:

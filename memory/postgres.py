@@ -144,6 +144,7 @@ class PostgresTrajectoryStore(_rows.SQLStore):
         except psycopg.Error as e:
             lost = isinstance(e, psycopg.OperationalError) and (e.sqlstate or "08").startswith(("08", "57P"))
             if lost:
+                self._pool.discard_idle()  # so that the next call connects afresh, once the server is back
                 raise StoreError(
                     f"lost the connection to PostgreSQL at {self._where}: {_reason(e)}; is the server running?"
                 ) from e

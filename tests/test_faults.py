@@ -374,4 +374,12 @@ def test_postgres_stopped_mid_run_is_one_line_error_and_the_run_resumes(_isolate
             resumed = cli(_isolated_home, "run", "--resume", "pg-down", "--store", db.url)
         assert "2 already stored" in resumed.stdout
         stored = _stored(db.url, "pg-down")
+        with open_store(db.url) as store:  # a store open in this process while the server restarts
+            with store._pool.connection(), store._pool.connection():  # type: ignore[attr-defined]
+                pass  # two idle connections, both dead once the server restarts
+            db.stop()
+            db.start()
+            with pytest.raises(StoreError, match="lost the connection to PostgreSQL"):
+                store.count()
+            assert store.count(TrajectoryQuery(run_id="pg-down")) == 5  # the other dead one was dropped too
     assert len(stored) == 5 and all(t.success and t.error is None for t in stored)
