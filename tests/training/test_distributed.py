@@ -14,10 +14,10 @@ import pytest
 from memory.base import open_store
 from tests.training.test_sft import episode
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_checkpoint(tmp_path: Path, _isolated_home: Path) -> None:
     db = str(tmp_path / "t.db")
     with open_store(db) as store:
@@ -37,3 +37,15 @@ def test_two_processes_train_one_checkpoint(tmp_path: Path, _isolated_home: Path
     assert m["loss_after"] < m["loss_before"]
     assert (made[0] / "model" / "adapter_model.safetensors").is_file()
     assert done.stdout.count("use it with: autodidact run --model") == 1  # the first process reports
+
+
+@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP")])
+def test_the_accelerate_configs_are_valid(name: str, kind: str) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "examples" / "accelerate" / f"{name}.yaml"))  # unknown keys raise
+    assert config.distributed_type.name == kind and config.mixed_precision == "bf16"
+    if kind == "FSDP":
+        assert (
+            config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        )
