@@ -19,7 +19,7 @@ from agents.cluster import RayConfig, run_rollout_ray
 from agents.llm.base import ChatModel
 from agents.llm.server import create_app, running_app
 from agents.rollout import RunConfig, episode_id
-from autodidact.errors import ConfigError
+from autodidact.errors import ConfigError, StoreError
 from autodidact.types import Completion, Message, SamplingParams
 from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
@@ -77,6 +77,10 @@ class KillerModel(PidModel):
             threading.Timer(1.0, _kill_env_workers).start()  # while the worker runs the sleeping answer
             return [Completion(text="```python\nimport time\ntime.sleep(20)\n```")]
         return await super().generate(conversations, sampling)
+
+
+def _store_fails() -> PidModel:
+    raise StoreError("the disk is full; free some space and retry")
 
 
 def _kill_env_workers() -> None:
@@ -158,3 +162,17 @@ def test_what_the_cluster_cannot_place_is_refused(local_ray: None, tmp_path: Pat
             model_factory=PidModel,
             progress=False,
         )
+
+
+def test_a_drivers_own_error_reaches_the_caller_as_itself(local_ray: None, tmp_path: Path) -> None:
+    one = HALF.model_copy(update={"drivers": 1, "env_workers": 0})
+    with pytest.raises(StoreError) as raised:
+        run_rollout_ray(
+            RunConfig(run_id="ray-err"),
+            str(tmp_path / "s.db"),
+            one,
+            tasks=load_suite("bundled", limit=2),
+            model_factory=_store_fails,
+            progress=False,
+        )
+    assert str(raised.value) == "the disk is full; free some space and retry"  # not Ray's wrapper with a traceback
