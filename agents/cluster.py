@@ -1,7 +1,8 @@
 """Rollouts across a Ray cluster: rollout drivers and environment workers as Ray actors.
 
 :func:`run_rollout_ray` runs the same rollout as :func:`agents.rollout.run_rollout` (same
-config, same episode ids, same records) on many processes and hosts:
+config, same episode ids, same records) on many processes and hosts, its actors spread over
+the cluster's nodes:
 
 - **Rollout drivers** (:class:`RolloutDriver`, one Ray actor each) each build the model from
   ``cfg.model`` (or ``model_factory``), open the shared store and run
@@ -19,7 +20,7 @@ accepted only when the cluster is this one host. Every host needs autodidact ins
 ``AUTODIDACT_*`` environment variables on to the actors.
 
 Faults: an environment worker that dies is restarted by Ray; the episodes it was serving are
-recorded with the error (``ActorDiedError…``) and the run goes on. A driver that dies (its
+recorded with the error ("the environment worker died mid-episode") and the run goes on. A driver that dies (its
 host lost) is restarted and its share run again with ``resume``: episodes already stored are
 skipped, so nothing is run twice or lost (``retries`` times at most).
 
@@ -313,7 +314,13 @@ def run_rollout_ray(
         names = [f"{prefix}-env{i}" for i in range(ray_cfg.env_workers)]
         env_workers = [
             ray.remote(EnvWorker)
-            .options(name=name, num_cpus=ray_cfg.env_worker_cpus, max_restarts=-1, runtime_env=runtime_env)
+            .options(
+                name=name,
+                num_cpus=ray_cfg.env_worker_cpus,
+                max_restarts=-1,
+                runtime_env=runtime_env,
+                scheduling_strategy="SPREAD",
+            )
             .remote()
             for name in names
         ]
@@ -322,6 +329,7 @@ def run_rollout_ray(
             num_gpus=ray_cfg.driver_gpus,
             max_restarts=ray_cfg.retries,
             runtime_env=runtime_env,
+            scheduling_strategy="SPREAD",  # over the nodes, not packed on the first that has room
         )
         shares = [tasks[i::drivers] for i in range(drivers)]
         handles: list[Any] = [

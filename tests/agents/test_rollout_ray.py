@@ -1,7 +1,8 @@
-"""Rollouts on a local Ray (2 CPUs, started here): drivers and environment workers as actors.
+"""Rollouts on a local Ray cluster started here: two nodes of 1 CPU each on this host (Ray's own
+multi-node test cluster), drivers and environment workers as actors, PostgreSQL the shared store.
 
-Two drivers write one PostgreSQL store at once; the embedded model answers through
-`autodidact serve`; an environment worker killed mid-episode is replaced and the run goes on.
+Two drivers on two nodes write one store at once; resume; an environment worker killed
+mid-episode is replaced and the run goes on; the embedded model answers through `autodidact serve`.
 """
 
 from __future__ import annotations
@@ -31,14 +32,20 @@ HALF = RayConfig(drivers=2, env_workers=2, driver_cpus=0.5, env_worker_cpus=0.5)
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """One local Ray instance (2 CPUs) for the module; its workers can import the tests package."""
+    """A local Ray cluster of two nodes (1 CPU each) for the module; its workers can import the tests package."""
     ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    cluster.wait_for_nodes()
     yield
     ray.shutdown()
+    cluster.shutdown()
     if saved is None:
         del os.environ["PYTHONPATH"]
     else:
@@ -54,13 +61,16 @@ def _solution(prompt: str) -> str:
 
 
 class PidModel:
-    """Answers every bundled task correctly, signed with the driver's pid (a code comment)."""
+    """Answers every bundled task correctly, signed with the driver's node and pid (a code comment)."""
 
     name = "pid"
 
     async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
+        import ray
+
         await asyncio.sleep(0.05)  # long enough for the two drivers' episodes to overlap
-        return [Completion(text=f"# pid {os.getpid()}\n" + _solution(c[-1].content)) for c in conversations]
+        node = ray.get_runtime_context().get_node_id()
+        return [Completion(text=f"# {node} {os.getpid()}\n" + _solution(c[-1].content)) for c in conversations]
 
     async def aclose(self) -> None:
         pass
@@ -101,14 +111,15 @@ def test_two_drivers_write_one_postgres_store(local_ray: None, postgres_url: str
         assert store.get_run("ray-pg") is not None
     assert sorted(t.id for t in stored) == sorted(episode_id("ray-pg", t, 0) for t in tasks)
     assert all(t.success and t.error is None for t in stored), [t.error for t in stored]
-    writers = {t.steps[0].completion.split("\n")[0] for t in stored if t.steps[0].completion}
-    assert len(writers) == 2 and f"# pid {os.getpid()}" not in writers  # two driver processes, not this one
+    writers = {tuple(t.steps[0].completion.split("\n")[0].split()[1:]) for t in stored if t.steps[0].completion}
+    assert len(writers) == 2 and os.getpid() not in {int(pid) for _, pid in writers}  # two drivers, not this process
+    assert len({node for node, _ in writers}) == 2  # on the two nodes
     assert len(result.episodes) == 8 and result.success_rate == 1.0
 
 
-def test_resume_on_ray_runs_only_what_is_missing(local_ray: None, tmp_path: Path) -> None:
+def test_resume_on_ray_runs_only_what_is_missing(local_ray: None, postgres_url: str) -> None:
     tasks = load_suite("bundled", split="train", limit=4)
-    url = str(tmp_path / "s.db")
+    url = postgres_url
     cfg = RunConfig(concurrency=2, run_id="ray-resume")
     drivers_only = HALF.model_copy(update={"env_workers": 0})
     run_rollout_ray(cfg, url, drivers_only, tasks=tasks[:2], model_factory=PidModel, progress=False)
@@ -118,11 +129,11 @@ def test_resume_on_ray_runs_only_what_is_missing(local_ray: None, tmp_path: Path
         assert store.count(TrajectoryQuery(run_id="ray-resume")) == 4
 
 
-def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(local_ray: None, tmp_path: Path) -> None:
+def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(local_ray: None, postgres_url: str) -> None:
     tasks = load_suite("bundled", split="train", limit=4)
     cfg = RunConfig(concurrency=1, run_id="ray-kill", episode_timeout_s=60)
     one_each = RayConfig(drivers=1, env_workers=1, driver_cpus=0.5, env_worker_cpus=0.5)
-    url = str(tmp_path / "s.db")
+    url = postgres_url
     doomed = tasks[1]
     run_rollout_ray(cfg, url, one_each, tasks=tasks, model_factory=lambda: KillerModel(doomed.prompt), progress=False)
 
@@ -136,9 +147,11 @@ def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(local_ray: 
 
 
 @pytest.mark.slow
-def test_the_embedded_model_answers_through_a_server(local_ray: None, embedded_model: ChatModel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_embedded_model_answers_through_a_server(
+    local_ray: None, embedded_model: ChatModel, postgres_url: str
+) -> None:
     tasks = load_suite("bundled", split="train", limit=4)
-    url = str(tmp_path / "s.db")
+    url = postgres_url
     with running_app(create_app(embedded_model, "embedded")) as root:
         cfg = RunConfig(
             model=root, concurrency=2, run_id="ray-real", sampling=SamplingParams(max_tokens=48, stop=("\n```\n",))
@@ -152,24 +165,20 @@ def test_the_embedded_model_answers_through_a_server(local_ray: None, embedded_m
         assert t.policy.backend  # the OpenAI-compatible client's name: answered over HTTP
 
 
-def test_what_the_cluster_cannot_place_is_refused(local_ray: None, tmp_path: Path) -> None:
+def test_what_the_cluster_cannot_place_or_share_is_refused(local_ray: None, tmp_path: Path, postgres_url: str) -> None:
+    tasks = load_suite("bundled", limit=4)
     with pytest.raises(ConfigError, match="need 4 CPUs and 0 GPUs; the cluster has 2 CPUs"):
-        run_rollout_ray(
-            RunConfig(run_id="too-big"),
-            str(tmp_path / "s.db"),
-            RayConfig(drivers=4),
-            tasks=load_suite("bundled", limit=4),
-            model_factory=PidModel,
-            progress=False,
-        )
+        run_rollout_ray(RunConfig(), postgres_url, RayConfig(drivers=4), tasks=tasks, model_factory=PidModel)
+    with pytest.raises(ConfigError, match=r"2 nodes but the store is a SQLite file .* use a shared PostgreSQL store"):
+        run_rollout_ray(RunConfig(), str(tmp_path / "s.db"), HALF, tasks=tasks, model_factory=PidModel)
 
 
-def test_a_drivers_own_error_reaches_the_caller_as_itself(local_ray: None, tmp_path: Path) -> None:
+def test_a_drivers_own_error_reaches_the_caller_as_itself(local_ray: None, postgres_url: str) -> None:
     one = HALF.model_copy(update={"drivers": 1, "env_workers": 0})
     with pytest.raises(StoreError) as raised:
         run_rollout_ray(
             RunConfig(run_id="ray-err"),
-            str(tmp_path / "s.db"),
+            postgres_url,
             one,
             tasks=load_suite("bundled", limit=2),
             model_factory=_store_fails,
