@@ -489,13 +489,14 @@ def trajectories_list(
             if summary is None:
                 raise ConfigError(f"no run {run!r} in {st.url}; see `autodidact trajectories list`")
             table = Table("id", "task", "success", "reward", "steps", "seconds", "error")
-            for t in st.query(TrajectoryQuery(run_id=summary.run.id, limit=limit)):
+            for row in st.summaries(TrajectoryQuery(run_id=summary.run.id, limit=limit)):
+                t = row.trajectory
                 table.add_row(
                     t.id[:12],
                     t.task.id,
                     "✓" if t.success else "✗",
                     f"{t.reward:g}",
-                    str(len(t.steps)),
+                    str(len(row.roles)),
                     f"{t.duration_s:.1f}",
                     (t.error or "")[:50],
                 )

@@ -10,6 +10,6 @@ Example:
     0
 """
 
-from memory.base import RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore, open_store
+from memory.base import RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore, TrajectorySummary, open_store
 
-__all__ = ["RunInfo", "RunSummary", "TrajectoryQuery", "TrajectoryStore", "open_store"]
+__all__ = ["RunInfo", "RunSummary", "TrajectoryQuery", "TrajectoryStore", "TrajectorySummary", "open_store"]

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from autodidact.errors import StoreError
 from autodidact.types import Step, Trajectory
-from memory.base import MemoryEntry, RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore
+from memory.base import MemoryEntry, RunInfo, RunSummary, TrajectoryQuery, TrajectoryStore, TrajectorySummary
 
 SCHEMA_VERSION = 2
 """Version of the tables (not of the records: see ``autodidact.types.SCHEMA_VERSION``)."""
@@ -238,13 +238,32 @@ def _where(q: TrajectoryQuery, d: Dialect) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
-def query(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> list[Trajectory]:
-    """Trajectories matching ``q`` in insertion order: one statement for them, one for their steps."""
+def _matching(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> list[tuple[str, str]]:
+    """``(id, data)`` of the trajectories matching ``q``, in insertion order."""
     where, params = _where(q, d)
     sql = f"SELECT id, CAST(data AS TEXT) FROM trajectories{where} ORDER BY seq LIMIT ? OFFSET ?"
     limit = _NO_LIMIT if q.limit is None else q.limit
-    rows = cur.execute(d.sql(sql), (*params, limit, q.offset)).fetchall()
-    return _with_steps(cur, d, rows)
+    return cur.execute(d.sql(sql), (*params, limit, q.offset)).fetchall()  # type: ignore[no-any-return]
+
+
+def query(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> list[Trajectory]:
+    """Trajectories matching ``q`` in insertion order: one statement for them, one for their steps."""
+    return _with_steps(cur, d, _matching(cur, d, q))
+
+
+def summaries(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> list[TrajectorySummary]:
+    """Trajectories matching ``q`` without their steps, with each step's role (the steps' data is not read)."""
+    rows = _matching(cur, d, q)
+    if not rows:
+        return []
+    sql = f"SELECT trajectory_id, idx, role FROM steps WHERE {d.steps_of_ids}"
+    roles: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for trajectory_id, idx, role in cur.execute(d.sql(sql), (json.dumps([r[0] for r in rows]),)).fetchall():
+        roles[trajectory_id].append((idx, role))
+    return [
+        TrajectorySummary(trajectory=_trajectory(tid, data, []), roles=tuple(r for _, r in sorted(roles[tid])))
+        for tid, data in rows
+    ]
 
 
 def count(cur: Cursor, d: Dialect, q: TrajectoryQuery) -> int:
@@ -484,6 +503,10 @@ class SQLStore(TrajectoryStore):
     def count(self, q: TrajectoryQuery = TrajectoryQuery()) -> int:
         with self._session(write=False) as cur:
             return count(cur, self._dialect, q)
+
+    def summaries(self, q: TrajectoryQuery = TrajectoryQuery()) -> list[TrajectorySummary]:
+        with self._session(write=False) as cur:
+            return summaries(cur, self._dialect, q)
 
     def runs(self) -> list[RunSummary]:
         with self._session(write=False) as cur:

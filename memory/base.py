@@ -64,6 +64,14 @@ class RunSummary(Record):
     successes: int
 
 
+class TrajectorySummary(Record):
+    """A trajectory without its steps (``trajectory.steps`` is empty) and each step's role, in
+    order: what a list shows, read without the steps' messages, observations or screenshots."""
+
+    trajectory: Trajectory
+    roles: tuple[str, ...] = ()
+
+
 class MemoryEntry(Record):
     """What agents keep besides trajectories (a reflection, a skill), stored with a vector.
 
@@ -128,6 +136,13 @@ class TrajectoryStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close connections. The store is unusable afterwards."""
+
+    def summaries(self, q: TrajectoryQuery = TrajectoryQuery()) -> list[TrajectorySummary]:
+        """Like :meth:`query`, without the steps (their roles only). Backends read less; this default reads all."""
+        return [
+            TrajectorySummary(trajectory=t.model_copy(update={"steps": ()}), roles=tuple(s.role for s in t.steps))
+            for t in self.query(q)
+        ]
 
     def get_run(self, run_id: str) -> RunSummary | None:
         """The run with this id (or unique prefix), or None."""

@@ -42,8 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 from autodidact.errors import ConfigError
-from autodidact.types import Trajectory
-from memory.base import TrajectoryQuery, TrajectoryStore
+from memory.base import TrajectoryQuery, TrajectoryStore, TrajectorySummary
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -81,8 +80,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def summary(t: Trajectory) -> dict[str, Any]:
-    """What the trajectory list shows of ``t``."""
+def summary(row: TrajectorySummary) -> dict[str, Any]:
+    """What the trajectory list shows of a trajectory."""
+    t = row.trajectory
     return {
         "id": t.id,
         "run_id": t.run_id,
@@ -92,8 +92,8 @@ def summary(t: Trajectory) -> dict[str, Any]:
         "success": t.success,
         "reward": t.reward,
         "round": t.round,
-        "steps": len(t.steps),
-        "roles": list(dict.fromkeys(s.role for s in t.steps)),
+        "steps": len(row.roles),
+        "roles": list(dict.fromkeys(row.roles)),
         "model": t.policy.model,
         "started_at": t.started_at,
         "duration_s": t.duration_s,
@@ -247,7 +247,7 @@ def create_app(store: TrajectoryStore, home: Path, *, allowed_hosts: Sequence[st
             "total": store.count(q),
             "offset": offset,
             "limit": limit,
-            "items": [summary(t) for t in store.query(q)],
+            "items": [summary(row) for row in store.summaries(q)],  # without the steps: a page stays small
         }
 
     @app.get("/api/trajectories/{trajectory_id}")

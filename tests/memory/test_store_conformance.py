@@ -274,6 +274,14 @@ def test_query_by_role_finds_episodes_with_a_step_of_that_role(store: Trajectory
     got = store.query(TrajectoryQuery(role="refiner"))
     assert got == [episodes[1]]  # the whole episode, every step, not only the matching ones
 
+    # summaries: the same trajectories without their steps, each step's role in order
+    for q in (TrajectoryQuery(), TrajectoryQuery(role="reviewer", limit=2, offset=1), TrajectoryQuery(run_id="none")):
+        rows = store.summaries(q)
+        full = store.query(q)
+        assert [r.trajectory for r in rows] == [t.model_copy(update={"steps": ()}) for t in full]
+        assert [r.roles for r in rows] == [tuple(step.role for step in t.steps) for t in full]
+    assert store.summaries(TrajectoryQuery(role="refiner"))[0].roles == ("solver", "reviewer", "refiner", "reviewer")
+
 
 def test_get_by_full_id_or_unique_prefix(store: TrajectoryStore) -> None:
     a, b, c = (rich_trajectory(id=i) for i in ("abcdef01" + "0" * 24, "abcdef02" + "0" * 24, "123456" + "9" * 26))
