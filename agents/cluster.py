@@ -123,9 +123,6 @@ class EnvWorker:
     def __init__(self) -> None:
         self._envs: dict[str, Environment] = {}
 
-    def pid(self) -> int:
-        return os.getpid()
-
     async def open(self, key: str, env_id: str, options: dict[str, Any]) -> None:
         self._envs[key] = registry.make("environment", env_id, **options)
 
@@ -175,14 +172,10 @@ class RolloutDriver:
     ) -> None:
         self.cfg = cfg
         self.store_url = store_url
-        self.env_workers = list(
-            env_workers
-        )  # actor names (handles as constructor arguments would not survive a restart)
+        # actor names: handles passed to the constructor would not survive a restart
+        self.env_workers = list(env_workers)
         self.model_factory = model_factory
         self.tally = tally
-
-    def pid(self) -> int:
-        return os.getpid()
 
     async def run(self, tasks: list[Task]) -> RunResult:
         """Run ``tasks`` (``samples_per_task`` each) of the run; episodes already stored are skipped."""
@@ -253,13 +246,10 @@ def _check_fits(ray_cfg: RayConfig, drivers: int) -> None:
         )
 
 
-def _check_store(store_url: str) -> None:
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and not store_url.startswith(("postgresql://", "postgres://")):
+def _check_store(store_url: str, nodes: int) -> None:
+    if nodes > 1 and not store_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
-            f"the Ray cluster has {len(nodes)} nodes but the store is a SQLite file ({store_url}) that only this "
+            f"the Ray cluster has {nodes} nodes but the store is a SQLite file ({store_url}) that only this "
             "host can write: use a shared PostgreSQL store, --store postgresql://user@host:port/db"
         )
 
@@ -290,10 +280,10 @@ def run_rollout_ray(
     started = connect(ray_cfg)
     actors: list[Any] = []
     try:
-        alive = [n for n in ray.nodes() if n.get("Alive")]
-        drivers = min(ray_cfg.drivers or len(alive), max(1, len(tasks)))
+        nodes = sum(bool(n.get("Alive")) for n in ray.nodes())
+        drivers = min(ray_cfg.drivers or nodes, max(1, len(tasks)))
         _check_fits(ray_cfg, drivers)
-        _check_store(store_url)
+        _check_store(store_url, nodes)
         with open_store(store_url) as store:
             if not resume:
                 store.put_run(RunInfo(id=cfg.run_id, config=cfg.model_dump(mode="json")))
@@ -354,9 +344,8 @@ def run_rollout_ray(
                     handle, share, tries = pending.pop(ref)
                     try:
                         results.append(ray.get(ref))
-                    except (
-                        RayTaskError
-                    ) as e:  # the driver raised (the store failed): the error itself, not Ray's wrapper
+                    except RayTaskError as e:
+                        # the driver raised (the store failed): give the error itself, not Ray's wrapper
                         cause = getattr(e, "cause", None)
                         if isinstance(cause, AutodidactError):
                             raise cause from None
