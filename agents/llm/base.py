@@ -102,6 +102,7 @@ class OpenAIConfig(_Config):
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and connection errors")
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
     concurrency: int = Field(8, ge=1, description="requests in flight at most")
+    max_response_mb: float = Field(64.0, gt=0, description="a larger answer is an error (not retried)")
 
     def build(self) -> ChatModel:
         from agents.llm.openai_compat import OpenAIChatModel

@@ -2,9 +2,9 @@
 
 This module owns :class:`OpenAIChatModel`, the :class:`~agents.llm.base.ChatModel` that talks
 to a vLLM or SGLang server, Ollama, llama.cpp's server, a hosted API, or ``autodidact serve``
-over :mod:`agents.llm.http` (a lean HTTP/1.1 client: at 64 requests in flight httpx's own
-CPU had bounded the rollout rate; no proxies). One conversation is one request; a batch is sent concurrently, at most
-``concurrency`` requests in flight per model object.
+over :mod:`agents.llm.http` (a lean, strict HTTP/1.1 client: at 64 requests in flight
+httpx's own CPU had bounded the rollout rate; no proxies). One conversation is one request; a
+batch is sent concurrently, at most ``concurrency`` requests in flight per model object.
 
 What it does for a caller:
 
@@ -39,8 +39,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from agents.llm.base import OpenAIConfig
-from agents.llm.http import HTTPClient, HTTPTransportError, Response
-from autodidact.errors import ModelServerError
+from agents.llm.http import HTTPClient, HTTPTransportError, Response, ResponseTooLargeError
+from autodidact.errors import ConfigError, ModelServerError
 from autodidact.types import Completion, Message, SamplingParams
 
 # Fields a plain OpenAI-compatible server may reject; dropped (and remembered) on a 400 naming them.
@@ -173,7 +173,16 @@ class OpenAIChatModel:
             key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            self._client = HTTPClient(self.base_url, max_connections=self.config.concurrency, headers=headers)
+            try:
+                self._client = HTTPClient(
+                    self.base_url,
+                    max_connections=self.config.concurrency,
+                    headers=headers,
+                    max_body_bytes=int(self.config.max_response_mb * 2**20),
+                )
+            except ValueError as e:  # the message never holds the key itself
+                where = f"${self.config.api_key_env}" if key else "base_url"
+                raise ConfigError(f"cannot send requests to {self.base_url}: {e}; check {where}") from None
             self._client_loop = loop
             self._semaphore = asyncio.Semaphore(self.config.concurrency)
             self._discover_lock = asyncio.Lock()
@@ -187,6 +196,8 @@ class OpenAIChatModel:
         """Send one request with retries; the parsed JSON body, or why it failed.
 
         ``body`` is mutated when the server rejects an optional field (the field is removed).
+        Only model listings and completions come here: neither changes the server's state, so
+        either may be sent again (on a kept-alive connection found closed, or as a retry).
         """
         client = self._http()
         url = f"{self.base_url}{path}"
@@ -197,7 +208,9 @@ class OpenAIChatModel:
             wait: float | None = None
             try:
                 async with asyncio.timeout(self.config.timeout_s):
-                    resp = await client.request(method, path, body)
+                    resp = await client.request(method, path, body, idempotent=True)
+            except ResponseTooLargeError as e:  # the same request would get the same answer
+                return _Failure(f"model server {url}: {e}", attempts)
             except TimeoutError:
                 problem = (
                     f"model server {url} did not answer within {self.config.timeout_s:g}s after {_attempts(attempts)}; "

@@ -22,8 +22,9 @@ from starlette.routing import Route
 from agents.llm.base import OpenAIConfig
 from agents.llm.openai_compat import OpenAIChatModel
 from agents.llm.server import running_app, running_server
-from autodidact.errors import ModelServerError
+from autodidact.errors import ConfigError, ModelServerError
 from autodidact.types import Message, SamplingParams
+from tests.llm.test_http import echo_forever, handler, running, sized
 from tests.llm.test_server import ScriptedChatModel
 
 HI = [Message(role="user", content="hi")]
@@ -282,3 +283,33 @@ def test_a_url_with_a_name_asks_for_that_model_on_the_server() -> None:
         base_url="http://127.0.0.1:8000/v1", model="round-1"
     )
     assert resolve_model("http://127.0.0.1:8000/v1/") == OpenAIConfig(base_url="http://127.0.0.1:8000/v1", model="")
+
+
+async def test_a_malformed_answer_is_retried_then_an_error_completion_not_a_crash() -> None:
+    bad = b"HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\n{}"
+    async with running(handler(bad, then_close=True)) as (server, url):
+        [c] = await OpenAIChatModel(base_url=url, model="m", max_retries=1, backoff_s=0).generate(
+            [HI], SamplingParams()
+        )
+    assert c.finish_reason == "error" and c.error is not None
+    assert "malformed Content-Length" in c.error and "after 2 attempts" in c.error
+    assert server.connections == 2
+
+
+async def test_an_oversized_answer_is_an_error_completion_and_not_retried() -> None:
+    big = sized(b"x" * 2**20 + b"x")
+    async with running(handler(big, then_close=True)) as (server, url):
+        model = OpenAIChatModel(base_url=url, model="m", max_response_mb=1, max_retries=3, backoff_s=0)
+        [c] = await model.generate([HI], SamplingParams())
+    assert c.finish_reason == "error" and c.error is not None and "max_body_bytes" in c.error
+    assert server.connections == 1
+
+
+async def test_an_api_key_holding_a_line_break_is_a_config_error_that_does_not_show_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret\r\nX-Evil: 1")
+    async with running(echo_forever) as (server, url):
+        with pytest.raises(ConfigError, match=r"holds a line break.*check \$OPENAI_API_KEY") as e:
+            await OpenAIChatModel(base_url=url, model="m").generate([HI], SamplingParams())
+        assert "sk-secret" not in str(e.value) and server.connections == 0
