@@ -35,6 +35,7 @@ import hashlib
 import importlib.util
 import json
 import random
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -91,16 +92,20 @@ def read_jsonl(path: Path) -> list[Any]:
         raise TaskDataError(f"task file {str(path)!r} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt") as f:  # type: ignore[operator]
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise TaskDataError(
-                    f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object"
-                ) from None
+    n = 0
+    try:
+        with opener(path, "rt") as f:  # type: ignore[operator]
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise TaskDataError(
+                        f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object"
+                    ) from None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # a damaged .gz, or not text
+        raise TaskDataError(f"{path}: cannot be read after line {n} ({type(e).__name__}: {e})") from e
     return rows
 
 

@@ -120,6 +120,7 @@ class VLLMConfig(_Config):
     max_model_len: int | None = None
     enable_lora: bool = False
     adapter: str | None = None
+    enforce_eager: bool = Field(False, description="skip graph compilation: starts in seconds, runs slower")
 
     def build(self) -> ChatModel:
         from agents.llm.vllm_engine import VLLMChatModel

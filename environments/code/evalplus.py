@@ -8,8 +8,11 @@ outputs, how MBPP's JSON inputs become tuples, sets or complex numbers, and whic
 are only checked for "not None".
 
 The files are EvalPlus's release files ``HumanEvalPlus.jsonl.gz`` (v0.1.10, 164 tasks) and
-``MbppPlus.jsonl.gz`` (v0.2.0, 378 tasks). Where they are: the ``path`` argument, else
-``$AUTODIDACT_DATASETS/<file>``, else ``<repo root>/../shared/datasets/<file>``.
+``MbppPlus.jsonl.gz`` (v0.2.0, 378 tasks), Apache-2.0 (``data/LICENSE.evalplus``). The package
+ships both in ``environments/code/data/`` and checks their SHA-256 (:data:`SHA256`) on every
+load, so a damaged or replaced copy is refused. ``$AUTODIDACT_DATASETS/<file>`` (or a suite's
+``path`` argument) overrides the shipped copy and is used as given, unchecked: EvalPlus publishes
+other versions of both files, and pointing at one is a choice.
 
 Payload of each task: ``entry_point``; ``prefix`` (HumanEval+: the prompt the answer continues;
 MBPP+: empty); ``solution`` (the canonical answer as an agent would submit it); ``plus`` (the
@@ -24,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -37,6 +41,12 @@ from environments.tasks import read_jsonl, stable_split
 HUMANEVAL_PLUS_FILE = "HumanEvalPlus.jsonl.gz"
 MBPP_PLUS_FILE = "MbppPlus.jsonl.gz"
 RELEASES = "https://github.com/evalplus/{name}_release/releases"
+DATA_DIR = Path(__file__).resolve().parent / "data"  # the shipped release files and their licence
+# The shipped files' SHA-256 (HumanEvalPlus v0.1.10, MbppPlus v0.2.0, as EvalPlus released them).
+SHA256 = {
+    HUMANEVAL_PLUS_FILE: "272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101",
+    MBPP_PLUS_FILE: "af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63",
+}
 
 # What EvalPlus 0.3.1's evaluator decides by entry point (evalplus/eval/__init__.py, _special_oracle.py).
 HUMANEVAL_ORACLES = {"find_zero": "find_zero"}  # any root within atol, not the reference's root
@@ -103,22 +113,30 @@ MBPP_CONVERSIONS = {number: rule for rule, numbers in _MBPP_CONVERSIONS.items() 
 
 
 def dataset_path(filename: str, path: str | None = None) -> Path:
-    """Where a release file is: ``path``, else ``$AUTODIDACT_DATASETS/<file>``, else the shared folder."""
+    """Where a release file is read from: ``path``, else ``$AUTODIDACT_DATASETS/<file>``, else the shipped copy.
+
+    Example:
+        >>> dataset_path(MBPP_PLUS_FILE).relative_to(DATA_DIR.parents[2]).as_posix()  # doctest: +SKIP
+        'environments/code/data/MbppPlus.jsonl.gz'
+    """
     if path:
         return Path(path)
     if os.environ.get("AUTODIDACT_DATASETS"):
         return Path(os.environ["AUTODIDACT_DATASETS"]) / filename
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / filename
+    return DATA_DIR / filename
 
 
 def _rows(filename: str, path: str | None) -> tuple[Path, list[dict[str, Any]]]:
     p = dataset_path(filename, path)
+    name = "humanevalplus" if filename.startswith("HumanEval") else "mbppplus"
     if not p.is_file():
-        name = "humanevalplus" if filename.startswith("HumanEval") else "mbppplus"
         raise TaskDataError(
             f"EvalPlus data file {str(p)!r} does not exist: download {filename} from "
-            f"{RELEASES.format(name=name)} and set AUTODIDACT_DATASETS to the folder holding it"
+            f"{RELEASES.format(name=name)} and set AUTODIDACT_DATASETS to the folder holding it "
+            "(or unset AUTODIDACT_DATASETS to use the copy shipped with autodidact)"
         )
+    if p == DATA_DIR / filename:
+        _verify(p, SHA256[filename], RELEASES.format(name=name))
     rows = read_jsonl(p)
     need = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input")
     for n, row in enumerate(rows, 1):
@@ -126,6 +144,17 @@ def _rows(filename: str, path: str | None) -> tuple[Path, list[dict[str, Any]]]:
         if missing:
             raise TaskDataError(f"{p}:{n}: not an EvalPlus row: missing {', '.join(missing)}")
     return p, rows
+
+
+def _verify(path: Path, expected: str, releases: str) -> None:
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise TaskDataError(
+            f"the shipped EvalPlus file {str(path)!r} is damaged or was replaced: its SHA-256 is {actual}, "
+            f"the release's is {expected}. Reinstall autodidact (or restore the file from the repository); "
+            f"to use another version on purpose, download it from {releases} and set AUTODIDACT_DATASETS "
+            "to the folder holding it"
+        )
 
 
 def _plus(row: dict[str, Any], oracle: str, convert: str | None, not_none: bool) -> dict[str, Any]:

@@ -50,8 +50,10 @@ Example:
     >>> result.stdout  # doctest: +SKIP
     'hi\\n'
 
-With no engine at hand, ``python -m environments.sandbox.podman start`` sets up Podman the way
-this project uses it and prints the ``DOCKER_HOST`` to use (``make setup`` builds the image).
+With no engine at hand, a sandbox given no ``base_url`` (and no ``$DOCKER_HOST`` elsewhere)
+starts the project's Podman service itself (:func:`environments.sandbox.podman.start_on_demand`;
+``make setup`` builds the image); ``python -m environments.sandbox.podman start`` starts it by
+hand and prints the ``DOCKER_HOST`` to use.
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ class DockerSandbox:
         base_url: the engine's API, e.g. ``unix:///run/podman/podman.sock`` or
             ``tcp://host:2375``. Default: ``$DOCKER_HOST``; else the socket of the Podman service
             that ``environments.sandbox.podman`` runs, when it exists; else Docker's
-            ``unix:///var/run/docker.sock``.
+            ``unix:///var/run/docker.sock``. Without a ``base_url``, when nothing answers there
+            :meth:`start` falls back to Docker's socket, then starts the project's Podman service
+            (:func:`~environments.sandbox.podman.start_on_demand`); a given one is used as is.
         image: the image jobs run in; it must have ``sh``, coreutils and ``python3``. It is never
             pulled: build it with ``python -m environments.sandbox.podman image``.
         pool_size: warm containers (0: every job gets a fresh container).
@@ -156,6 +160,7 @@ class DockerSandbox:
         if pool_size < 0:
             raise ValueError(f"pool_size must be >= 0, not {pool_size}")
         self.base_url = base_url or default_base_url()
+        self._engine_given = base_url is not None  # else start() may fall back to the project's Podman
         self.image = image
         self.pool_size = pool_size
         self.memory_mb, self.disk_mb, self.max_processes = memory_mb, disk_mb, max_processes
@@ -196,7 +201,12 @@ class DockerSandbox:
                 ) from e
             self._executor = ThreadPoolExecutor(max_workers=self.pool_size + 4, thread_name_prefix="docker-sandbox")
             try:
-                self._client = await self._call(self._connect)
+                try:
+                    self._client = await self._call(self._connect)
+                except _NoEngine:
+                    if self._engine_given or not await self._call(self._fall_back):
+                        raise
+                    self._client = await self._call(self._connect)
             except BaseException:
                 self._executor.shutdown(wait=False)
                 self._executor = None
@@ -277,7 +287,7 @@ class DockerSandbox:
             client = docker.APIClient(base_url=self.base_url, timeout=self.api_timeout_s, max_pool_size=16)
             client.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
-            raise SandboxUnavailableError(
+            raise _NoEngine(
                 f"no Docker-compatible engine answers at {self.base_url} ({type(e).__name__}: {e}). "
                 "Start one — Docker Engine, or Podman as this project runs it: `python -m environments.sandbox.podman start` "
                 "(apt-get install podman runc catatonit debootstrap first) — and point DOCKER_HOST or base_url at it"
@@ -292,6 +302,22 @@ class DockerSandbox:
                 "a Debian rootfs with python3 under that name)"
             ) from e
         return client
+
+    def _fall_back(self) -> bool:
+        """Point :attr:`base_url` at Docker's socket or the project's Podman (started if need be), if either can serve."""
+        from environments.sandbox.podman import start_on_demand
+
+        try:
+            url = start_on_demand(self.base_url)
+        except SandboxUnavailableError as e:
+            raise SandboxUnavailableError(
+                f"no Docker-compatible engine answers at {self.base_url}, and the project's Podman service "
+                f"could not start: {e}"
+            ) from e
+        if url is None:
+            return False
+        self.base_url = url
+        return True
 
     def _create_now(self, *, network: bool, memory_mb: int, disk_mb: int, max_processes: int) -> str:
         import docker
@@ -506,6 +532,10 @@ class DockerSandbox:
         if self._executor is None:
             raise SandboxUnavailableError("this DockerSandbox is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+class _NoEngine(SandboxUnavailableError):
+    """Nothing answers at the engine's URL (as opposed to an engine that answers but lacks the image)."""
 
 
 class _ContainerGone(SandboxUnavailableError):

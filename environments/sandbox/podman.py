@@ -14,7 +14,9 @@ where no Docker Engine runs. This module owns everything that takes:
   apt uses here, or ``$AUTODIDACT_DEBIAN_MIRROR``; ``/etc/shadow`` and ``/root`` removed) and imported with ``podman import``; the
   rootfs tarball is cached beside the storage, so a rebuild skips debootstrap;
 * the API service (``podman system service --time=0 unix://…/podman.sock``), started and
-  stopped by :class:`PodmanService`.
+  stopped by :class:`PodmanService`; :func:`start_on_demand` starts it for a docker sandbox
+  that was given no engine and found none answering (it then keeps running for later sandboxes
+  and other processes, until ``python -m environments.sandbox.podman stop``).
 
 Needs: ``podman``, ``runc`` and ``catatonit`` (the containers' init); building the image needs
 root and ``debootstrap`` (``apt-get install podman runc catatonit debootstrap``). Building takes
@@ -242,7 +244,7 @@ class PodmanService:
         self.write_config()
         if self.image_exists():
             return False
-        with self._build_lock():
+        with self._lock("build.lock"):
             if self.image_exists():  # another process built it while we waited
                 return False
             tar = self.root / f"rootfs-{SUITE}-python3.tar"
@@ -267,29 +269,35 @@ class PodmanService:
         self.write_config()
         if ensure_image:
             self.ensure_image()
-        if _answers(self.socket_path):
-            return self.base_url  # somebody else's: leave it running when we stop
-        self.socket_path.unlink(missing_ok=True)
-        log = (self.root / "service.log").open("ab")
-        binary = _require("podman", "apt-get install podman")
-        self._proc = subprocess.Popen(
-            [binary, "system", "service", "--time=0", self.base_url],
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # not killed by the terminal's Ctrl-C; stop() ends it
-        )
-        log.close()
-        self.pid_file.write_text(str(self._proc.pid))
-        deadline = time.monotonic() + timeout_s
-        while not _answers(self.socket_path):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = (self.root / "service.log").read_text(errors="replace")[-2000:]
-                raise SandboxUnavailableError(f"podman system service did not start at {self.base_url}:\n{tail}")
-            time.sleep(0.05)
+        with self._lock("service.lock"):  # two processes starting at once: the second finds the first's
+            if _answers(self.socket_path):
+                return self.base_url  # somebody else's: leave it running when we stop
+            self.socket_path.unlink(missing_ok=True)
+            log = (self.root / "service.log").open("ab")
+            binary = _require("podman", "apt-get install podman")
+            self._proc = subprocess.Popen(
+                [binary, "system", "service", "--time=0", self.base_url],
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not killed by the terminal's Ctrl-C; stop() ends it
+            )
+            log.close()
+            self.pid_file.write_text(str(self._proc.pid))
+            deadline = time.monotonic() + timeout_s
+            while not _answers(self.socket_path):
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    tail = (self.root / "service.log").read_text(errors="replace")[-2000:]
+                    raise SandboxUnavailableError(f"podman system service did not start at {self.base_url}:\n{tail}")
+                time.sleep(0.05)
         return self.base_url
+
+    def detach(self) -> None:
+        """Leave the service this object started running after this process ends (``stop`` with
+        ``even_if_not_started_here=True`` finds it by its pid file)."""
+        self._proc = None
 
     def stop(self, *, even_if_not_started_here: bool = False) -> None:
         """Stop the service if this object started it (or, with the flag, the one its pid file names).
@@ -330,8 +338,8 @@ class PodmanService:
         self.socket_path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
-    def _build_lock(self) -> Iterator[None]:
-        with (self.root / "build.lock").open("w") as f:
+    def _lock(self, name: str) -> Iterator[None]:
+        with (self.root / name).open("w") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
@@ -370,6 +378,48 @@ class PodmanService:
             partial.rename(tar)
         finally:
             shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def start_on_demand(tried: str) -> str | None:
+    """An engine for a docker sandbox that was given none and found none answering at ``tried``.
+
+    In order: Docker Engine's default socket, when an engine answers there (a real Docker
+    Engine comes first); else the project's Podman service (:func:`default_root`), started now
+    — with a one-line note on stderr — unless it already runs. A service started here keeps
+    running after this process ends, for later sandboxes and other processes;
+    ``python -m environments.sandbox.podman stop`` stops it. Returns None where neither can be:
+    ``$DOCKER_HOST`` names another engine (that choice stands), or podman is not installed.
+
+    Raises:
+        SandboxUnavailableError: podman is installed but its service cannot start (runc or
+            catatonit missing, or it does not answer).
+
+    Example:
+        >>> start_on_demand("unix:///var/run/docker.sock")  # doctest: +SKIP
+        starting the project's Podman service at unix:///root/.cache/autodidact/podman/podman.sock (…)
+        'unix:///root/.cache/autodidact/podman/podman.sock'
+    """
+    from environments.sandbox.docker import DOCKER_DEFAULT_URL
+
+    service = PodmanService()
+    host = os.environ.get("DOCKER_HOST")
+    if host and host != service.base_url:
+        return None
+    if not host and tried != DOCKER_DEFAULT_URL and _answers(Path(DOCKER_DEFAULT_URL.removeprefix("unix://"))):
+        return DOCKER_DEFAULT_URL
+    if shutil.which("podman") is None:
+        return None
+    if _answers(service.socket_path):
+        return service.base_url
+    print(
+        f"starting the project's Podman service at {service.base_url} (no Docker engine answers; it keeps "
+        f"running: `{sys.executable} -m environments.sandbox.podman stop` stops it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    service.start(ensure_image=False)  # a missing image is the sandbox's own clear error
+    service.detach()
+    return service.base_url
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -426,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{service.image}: {'built' if built else 'present'} (storage: {service.root})")
         elif args.command == "start":
             service.start()
-            service._proc = None  # keep it running after this process exits; `stop` ends it
+            service.detach()  # keep it running after this process exits; `stop` ends it
             print(f"DOCKER_HOST={service.base_url}")
         elif args.command == "stop":
             service.stop(even_if_not_started_here=True)

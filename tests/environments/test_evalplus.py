@@ -1,21 +1,29 @@
-"""HumanEval+ and MBPP+ load from EvalPlus's release files and score like ``evalplus.evaluate``:
-canonical solutions pass, mutated ones fail, and the special oracles (find_zero, set equality,
-not-None, …) and MBPP's tuple inputs are honoured. Runs through the real process sandbox."""
+"""HumanEval+ and MBPP+ load from EvalPlus's release files, shipped in the package and checked
+by SHA-256, and score like ``evalplus.evaluate``: canonical solutions pass, mutated ones fail,
+and the special oracles (find_zero, set equality, not-None, …) and MBPP's tuple inputs are
+honoured. Runs through the real process sandbox."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import environments
 from autodidact.errors import TaskDataError
 from autodidact.types import Task
+from environments.code import evalplus
 from environments.code.evalplus import (
     HUMANEVAL_PLUS_FILE,
     MBPP_PLUS_FILE,
@@ -27,20 +35,21 @@ from environments.code.harness import TestReport, run_tests
 from environments.sandbox.process import ProcessSandbox
 from environments.tasks import load_suite
 
-pytestmark = pytest.mark.skipif(
-    not dataset_path(HUMANEVAL_PLUS_FILE).is_file() or not dataset_path(MBPP_PLUS_FILE).is_file(),
-    reason="the EvalPlus release files are not here (set AUTODIDACT_DATASETS)",
-)
+
+@pytest.fixture(autouse=True)
+def _shipped_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests read the copies shipped in the package unless they set AUTODIDACT_DATASETS themselves."""
+    monkeypatch.delenv("AUTODIDACT_DATASETS", raising=False)
 
 
 @pytest.fixture(scope="module")
 def he() -> dict[str, Task]:
-    return {t.id: t for t in humaneval_plus_suite()}
+    return {t.id: t for t in humaneval_plus_suite(str(evalplus.DATA_DIR / HUMANEVAL_PLUS_FILE))}
 
 
 @pytest.fixture(scope="module")
 def mbpp() -> dict[str, Task]:
-    return {t.id: t for t in mbpp_plus_suite()}
+    return {t.id: t for t in mbpp_plus_suite(str(evalplus.DATA_DIR / MBPP_PLUS_FILE))}
 
 
 @pytest.fixture
@@ -82,6 +91,70 @@ def test_a_missing_dataset_says_where_it_looked_and_what_to_do(tmp_path: Path, m
         mbpp_plus_suite()
     (tmp_path / MBPP_PLUS_FILE).symlink_to(real)  # $AUTODIDACT_DATASETS is where the files are looked for
     assert len(mbpp_plus_suite()) == 378
+
+
+def test_a_fresh_clone_loads_the_shipped_files_without_any_shared_folder(tmp_path: Path) -> None:
+    """The packages copied alone into an empty directory (no ``../shared`` beside them, another
+    HOME and cwd, no $AUTODIDACT_DATASETS) load both suites from the package's own data."""
+    clone = tmp_path / "clone"
+    source = Path(environments.__file__).resolve().parents[1]
+    for package in ("autodidact", "environments"):
+        shutil.copytree(source / package, clone / package, ignore=shutil.ignore_patterns("__pycache__"))
+    script = (
+        "import environments.code.evalplus as e\n"
+        "print(e.__file__)\n"
+        "print(e.dataset_path(e.HUMANEVAL_PLUS_FILE), e.dataset_path(e.MBPP_PLUS_FILE))\n"
+        "print(len(e.humaneval_plus_suite()), len(e.mbpp_plus_suite()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AUTODIDACT_DATASETS"}
+    env |= {"PYTHONPATH": str(clone), "HOME": str(tmp_path / "home")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    module, paths, counts = out.stdout.splitlines()
+    assert module == str(clone / "environments" / "code" / "evalplus.py")  # the copy, not the installed tree
+    data = clone / "environments" / "code" / "data"
+    assert paths == f"{data / HUMANEVAL_PLUS_FILE} {data / MBPP_PLUS_FILE}" and counts == "164 378"
+    assert not (clone.parent / "shared").exists()
+
+
+def test_a_damaged_shipped_file_is_refused_with_both_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(evalplus.DATA_DIR, data)
+    damaged = bytearray((data / MBPP_PLUS_FILE).read_bytes())
+    damaged[len(damaged) // 2] ^= 0x01  # one bit, mid-file
+    (data / MBPP_PLUS_FILE).write_bytes(bytes(damaged))
+    monkeypatch.setattr(evalplus, "DATA_DIR", data)  # where the package's copies are
+    actual = hashlib.sha256(damaged).hexdigest()
+    expected = evalplus.SHA256[MBPP_PLUS_FILE]
+    with pytest.raises(TaskDataError) as e:
+        mbpp_plus_suite()
+    message = str(e.value)
+    assert str(data / MBPP_PLUS_FILE) in message and actual in message and expected in message
+    assert "damaged or was replaced" in message and "Reinstall autodidact" in message
+    assert len(humaneval_plus_suite()) == 164  # the intact file still loads
+    # Named by $AUTODIDACT_DATASETS the same bytes are used as given: reading them is what fails (bad JSON
+    # or a gzip error, by where the bit fell), still a TaskDataError naming the file.
+    override = tmp_path / "override"
+    override.mkdir()
+    shutil.copy(data / MBPP_PLUS_FILE, override)
+    monkeypatch.setenv("AUTODIDACT_DATASETS", str(override))
+    with pytest.raises(TaskDataError, match=rf"^{re.escape(str(override / MBPP_PLUS_FILE))}:"):
+        mbpp_plus_suite()
+    (override / MBPP_PLUS_FILE).write_bytes(bytes(damaged[: len(damaged) // 2]))  # cut short
+    with pytest.raises(TaskDataError, match=rf"^{re.escape(str(override / MBPP_PLUS_FILE))}: cannot be read"):
+        mbpp_plus_suite()
+
+
+def test_an_override_is_used_as_given_without_a_hash_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EvalPlus publishes other versions of the files: one named by $AUTODIDACT_DATASETS is read, not refused."""
+    with gzip.open(evalplus.DATA_DIR / MBPP_PLUS_FILE, "rt") as f:
+        first = [next(f) for _ in range(3)]
+    with gzip.open(tmp_path / MBPP_PLUS_FILE, "wt") as f:
+        f.writelines(first)
+    monkeypatch.setenv("AUTODIDACT_DATASETS", str(tmp_path))
+    assert [t.id for t in mbpp_plus_suite()] == ["mbpp_plus/Mbpp_2", "mbpp_plus/Mbpp_3", "mbpp_plus/Mbpp_4"]
 
 
 async def _score(task: Task, code: str, sandbox: ProcessSandbox) -> TestReport:

@@ -1,10 +1,15 @@
 """The docker backend's own behaviour, on Podman: a warm pool reused job after job, a cold path
 for other limits, a clean container for every job (also after a job attacks the sandbox's own
-machinery), and clear errors when there is no engine or no image. The containment properties
-both backends share are in test_sandbox_containment.py."""
+machinery), clear errors when there is no engine or no image, and the project's Podman started
+on demand when the CLI finds no engine. The containment properties both backends share are in
+test_sandbox_containment.py."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +21,7 @@ import pytest_asyncio
 from autodidact.errors import SandboxUnavailableError
 from environments.sandbox.base import ExecRequest, ExecResult
 from environments.sandbox.docker import JOB_UID, LABEL, DockerSandbox
-from environments.sandbox.podman import PodmanService, debian_mirror
+from environments.sandbox.podman import PodmanService, _answers, debian_mirror
 
 pytest.importorskip("docker")
 
@@ -194,6 +199,69 @@ async def test_an_unreachable_engine_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SandboxUnavailableError, match=rf"no Docker-compatible engine answers at {url}.*podman"):
         await sandbox.run(ExecRequest(code="print(1)"))
     await sandbox.close()
+
+
+def _copy_image(into: PodmanService, tmp_path: Path) -> None:
+    """The sandbox image from the project's default Podman storage (built there when missing) into ``into``."""
+    source = PodmanService()
+    try:
+        source.ensure_image()
+    except SandboxUnavailableError as e:
+        pytest.skip(f"docker backend unavailable: {e}")
+    rootfs = source.root / "rootfs-bookworm-python3.tar"  # what ensure_image imported (~7 s to import again)
+    if rootfs.exists():
+        into.podman("import", str(rootfs), into.image, timeout_s=600)
+    else:
+        saved = tmp_path / "image.tar"
+        source.podman("save", "-o", str(saved), source.image, timeout_s=600)
+        into.podman("load", "-i", str(saved), timeout_s=600)
+        saved.unlink()
+
+
+@pytest.mark.docker
+def test_the_cli_starts_the_projects_podman_when_no_engine_answers(tmp_path: Path, _isolated_home: Path) -> None:
+    """`autodidact sandbox exec --backend docker` with no engine running starts the project's Podman
+    service itself, says so in one line on stderr, runs the job, and leaves the service running for
+    the next call. The service's root is this test's own (``$AUTODIDACT_CACHE``), so none runs
+    before, whatever the session's fixture started; the test stops it after."""
+    if _answers(Path("/var/run/docker.sock")):
+        pytest.skip("a Docker Engine answers at /var/run/docker.sock: the sandbox uses it, not Podman")
+    cache = tmp_path / "cache"
+    service = PodmanService(cache / "podman")
+    program = tmp_path / "p.py"
+    program.write_text("import os\nprint('hi from', os.getuid())\n")
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env |= {"AUTODIDACT_CACHE": str(cache), "AUTODIDACT_HOME": str(_isolated_home), "COLUMNS": "200"}
+    argv = [sys.executable, "-m", "autodidact.cli", "sandbox", "exec", str(program), "--backend", "docker"]
+    try:
+        _copy_image(service, tmp_path)
+        assert not _answers(service.socket_path)
+        first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout == f"hi from {JOB_UID}\n"
+        note = f"starting the project's Podman service at {service.base_url} (no Docker engine answers;"
+        assert first.stderr.startswith(note) and first.stderr.count("\n") == 1, first.stderr
+        assert _answers(service.socket_path)  # still running after the CLI exited
+        second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert (second.returncode, second.stdout, second.stderr) == (0, first.stdout, "")  # found, not started again
+    finally:
+        service.stop(even_if_not_started_here=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    assert not _answers(service.socket_path) and not service.pid_file.exists()
+
+
+async def test_a_docker_host_that_does_not_answer_stays_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DOCKER_HOST names the engine to use: when it does not answer, no Podman is started in its place."""
+    url = f"unix://{tmp_path}/elsewhere.sock"
+    monkeypatch.setenv("DOCKER_HOST", url)
+    monkeypatch.setenv("AUTODIDACT_CACHE", str(tmp_path / "cache"))
+    sandbox = DockerSandbox()
+    with pytest.raises(SandboxUnavailableError, match=rf"no Docker-compatible engine answers at {url}"):
+        await sandbox.run(ExecRequest(code="print(1)"))
+    await sandbox.close()
+    assert not (tmp_path / "cache" / "podman").exists()
 
 
 def test_the_podman_config_lives_under_its_own_root(tmp_path: Path) -> None:
