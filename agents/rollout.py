@@ -447,11 +447,11 @@ def progress_bar(enabled: bool = True) -> Any:
     """A rich progress bar over episodes with a live success rate (field ``rate``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
+    return Progress(  # markup=False: the description holds config values (a model path, a suite file)
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("success {task.fields[rate]}"),
+        TextColumn("success {task.fields[rate]}", markup=False),
         TimeElapsedColumn(),
         disable=not enabled,
     )

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from autodidact.errors import AutodidactError, ConfigError
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.split("\n\n")[0]
@@ -58,7 +62,25 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a conf
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    # No markup, emoji codes or highlighting in what is printed: most of it came from models,
+    # task files, web pages or the store and must appear as it is. Our own styles are spans (_text).
+    return Console(markup=False, emoji=False, highlight=False)
+
+
+def _visible(text: str) -> str:
+    """``text`` with its control characters but newline and tab written as Python escapes (``\\x1b``,
+    ``\\r``): an ESC sequence from a model or a web page cannot drive the terminal, and a
+    carriage return or BEL, which rich would drop, still shows."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", lambda m: ascii(m[0])[1:-1], text)
+
+
+def _text(*parts: str | tuple[str, str]) -> Text:
+    """``parts`` (plain strings, or ``(string, style)``) as one rich Text printed literally:
+    ``_text("run ", (run_id, "bold"), f": {n} episodes")``. Markup in them is not parsed and
+    their control characters are made visible (see :func:`_visible`)."""
+    from rich.text import Text
+
+    return Text.assemble(*(_visible(p) if isinstance(p, str) else (_visible(p[0]), p[1]) for p in parts))
 
 
 @app.command()
@@ -170,14 +192,18 @@ def run(
 
         used = sum(bool(skills_used(t)) for t in result.episodes)
         learned = ", ".join(result.skills_learned) or "none"
-        console.print(f"skills: called in {used} episodes; learned {len(result.skills_learned)}: {learned}")
+        console.print(_text(f"skills: called in {used} episodes; learned {len(result.skills_learned)}: {learned}"))
     ok = sum(t.success for t in result.episodes)
     n = len(result.episodes)
     errored = sum(t.error is not None for t in result.episodes)
     skipped = f", {result.skipped} already stored" if result.skipped else ""
     console.print(
-        f"run [bold]{result.run_id}[/]: success {ok}/{n} = {ok / max(1, n):.1%}"
-        f"{f', {errored} errored' if errored else ''}{skipped} in {result.seconds:.1f} s · store {st.url}"
+        _text(
+            "run ",
+            (result.run_id, "bold"),
+            f": success {ok}/{n} = {ok / max(1, n):.1%}"
+            f"{f', {errored} errored' if errored else ''}{skipped} in {result.seconds:.1f} s · store {st.url}",
+        )
     )
 
 
@@ -197,7 +223,7 @@ def _print_summary(console: Any, graph: str, result: Any) -> None:
         errors = sum(s.error is not None for s in steps)
         tokens = sum(len(s.token_ids or ()) for s in steps)
         latency = sum(s.latency_s for s in steps) / len(steps)
-        table.add_row(role, str(len(steps)), f"{len(steps) / n:.1f}", str(errors), f"{latency:.2f}", str(tokens))
+        table.add_row(_text(role), str(len(steps)), f"{len(steps) / n:.1f}", str(errors), f"{latency:.2f}", str(tokens))
     extra = len(result.trajectories) - len(result.episodes)
     if extra:
         table.caption = f"{len(result.episodes)} episodes, {extra} more tree paths stored"
@@ -211,7 +237,11 @@ def _print_run(console: Any, trajectories: list[Any], tasks: list[Any]) -> None:
     table = Table("task", "success", "steps", "seconds", "error")
     for t in sorted(trajectories, key=lambda t: order.get(t.task.id, 0)):
         table.add_row(
-            t.task.id, "✓" if t.success else "✗", str(len(t.steps)), f"{t.duration_s:.1f}", (t.error or "")[:60]
+            _text(t.task.id),
+            "✓" if t.success else "✗",
+            str(len(t.steps)),
+            f"{t.duration_s:.1f}",
+            _text((t.error or "")[:60]),
         )
     console.print(table)
 
@@ -254,8 +284,12 @@ def train(
         else ""
     )
     _console().print(
-        f"checkpoint [bold]{ckpt.name}[/] at {ckpt.path}: {m.examples} examples, {m.steps} steps, {loss}, "
-        f"{m.seconds:.0f} s\nuse it with: autodidact run --model {ckpt.name}"
+        _text(
+            "checkpoint ",
+            (ckpt.name, "bold"),
+            f" at {ckpt.path}: {m.examples} examples, {m.steps} steps, {loss}, {m.seconds:.0f} s\n"
+            f"use it with: autodidact run --model {ckpt.name}",
+        )
     )
 
 
@@ -280,8 +314,8 @@ def evolve(
         cfg = parse(EvolveConfig, config, list(set_ or []), **({"name": name} if name else {}))
     console = _console()
     with open_store(store) as st:
-        evo = Evolution(cfg, st, log=console.print)
-        console.print(f"evolve [bold]{evo.name}[/]: state and report in {evo.dir}")
+        evo = Evolution(cfg, st, log=lambda line: console.print(_text(line)))
+        console.print(_text("evolve ", (evo.name, "bold"), f": state and report in {evo.dir}"))
         state = evo.run()
     for k in range(1, cfg.rounds + 1):
         gate = state["stages"].get(f"r{k}/gate", {})
@@ -289,8 +323,10 @@ def evolve(
             verdict = "promoted" if gate["promoted"] else "refused"
             console.print(f"round {k}: held-out success {gate['before']:.1%} → {gate['after']:.1%} ({verdict})")
         else:
-            console.print(f"round {k}: {gate.get('reason', 'not run')}")
-    console.print(f"policy now: [bold]{state['incumbent']['model']}[/]\nreport: {evo.dir / 'report.html'}")
+            console.print(_text(f"round {k}: {gate.get('reason', 'not run')}"))
+    console.print(
+        _text("policy now: ", (str(state["incumbent"]["model"]), "bold"), f"\nreport: {evo.dir / 'report.html'}")
+    )
 
 
 @data_app.command("build")
@@ -312,7 +348,7 @@ def data_build(
         examples = build_examples(fields, st, kind)
     where = save_dataset(examples, out)
     counts = ", ".join(f"{k} {v}" for k, v in examples.source.counts.items())
-    _console().print(f"{len(examples.rows)} {kind} rows saved to [bold]{where}[/] ({counts})")
+    _console().print(_text(f"{len(examples.rows)} {kind} rows saved to ", (str(where), "bold"), f" ({counts})"))
 
 
 @world_model_app.command("eval")
@@ -329,8 +365,12 @@ def world_model_eval(
     with open_store(store) as st:
         got = evaluate_world_model(model, st, run, limit=limit)
     _console().print(
-        f"world model [bold]{model}[/] on {got['transitions']:.0f} transitions: next-observation accuracy "
-        f"{got['exact']:.1%} (exact), mean line F1 {got['line_f1']:.3f}"
+        _text(
+            "world model ",
+            (model, "bold"),
+            f" on {got['transitions']:.0f} transitions: next-observation accuracy "
+            f"{got['exact']:.1%} (exact), mean line F1 {got['line_f1']:.3f}",
+        )
     )
 
 
@@ -383,8 +423,6 @@ def eval_(
     import json
     import time
 
-    from rich.markup import escape
-
     from autodidact import registry
     from environments.evaluate import evaluate
     from environments.tasks import load_suite
@@ -402,13 +440,16 @@ def eval_(
     verdict = "succeeded" if scripted.expect_success else "were rejected (mutants killed)"
     n_ok = len(outcomes) - len(wrong)
     console.print(
-        f"[bold]{suite}[/] ({split}), policy {policy}: {n_ok}/{len(outcomes)} {verdict} "
-        f"({n_ok / max(1, len(outcomes)):.1%}) in {seconds:.1f} s",
+        _text(
+            (suite, "bold"),
+            f" ({split}), policy {policy}: {n_ok}/{len(outcomes)} {verdict} "
+            f"({n_ok / max(1, len(outcomes)):.1%}) in {seconds:.1f} s",
+        ),
         soft_wrap=True,
     )
     for o in wrong:
         what = o.detail or ("passed every hidden test" if o.success else "failed")
-        console.print(f"  [red]{escape(o.task_id)}[/]: {escape(what)}", highlight=False, soft_wrap=True)
+        console.print(_text("  ", (o.task_id, "red"), f": {what}"), soft_wrap=True)
     if json_out is not None:
         json_out.write_text(json.dumps([o.__dict__ for o in outcomes], indent=1))
 
@@ -475,14 +516,9 @@ def trajectories_list(
             for r in st.runs()[:limit]:
                 c = r.run.config
                 when = dt.datetime.fromtimestamp(r.run.created_at).strftime("%Y-%m-%d %H:%M:%S")
+                suite, model = str(c.get("suite", "")), str(c.get("model", ""))
                 table.add_row(
-                    r.run.id,
-                    r.run.kind,
-                    when,
-                    str(r.episodes),
-                    str(r.successes),
-                    str(c.get("suite", "")),
-                    str(c.get("model", "")),
+                    *map(_text, (r.run.id, r.run.kind, when, str(r.episodes), str(r.successes), suite, model))
                 )
         else:
             summary = st.get_run(run)
@@ -491,7 +527,7 @@ def trajectories_list(
             table = Table("id", "task", "success", "reward", "steps", "seconds", "error")
             for row in st.summaries(TrajectoryQuery(run_id=summary.run.id, limit=limit)):
                 t = row.trajectory
-                table.add_row(
+                cells = (
                     t.id[:12],
                     t.task.id,
                     "✓" if t.success else "✗",
@@ -500,6 +536,7 @@ def trajectories_list(
                     f"{t.duration_s:.1f}",
                     (t.error or "")[:50],
                 )
+                table.add_row(*map(_text, cells))
     _console().print(table)
 
 
@@ -520,20 +557,25 @@ def trajectories_show(
         sys.stdout.write(t.model_dump_json(indent=2) + "\n")
         return
     console = _console()
-    console.rule(f"{t.id} · {t.task.id} · {'success' if t.success else 'failure'} · reward {t.reward:g}")
+    console.rule(_text(f"{t.id} · {t.task.id} · {'success' if t.success else 'failure'} · reward {t.reward:g}"))
     console.print(
-        f"run {t.run_id} · env {t.env_id} · model {t.policy.model} · {t.duration_s:.1f} s"
-        + (f" · error: {t.error}" if t.error else "")
+        _text(
+            f"run {t.run_id} · env {t.env_id} · model {t.policy.model} · {t.duration_s:.1f} s"
+            + (f" · error: {t.error}" if t.error else "")
+        ),
+        soft_wrap=True,
     )
     for s in t.steps:
-        console.rule(f"step {s.index} · {s.role} · {s.latency_s:.2f} s", style="dim")
+        console.rule(_text(f"step {s.index} · {s.role} · {s.latency_s:.2f} s"), style="dim")
         for m in s.messages:
-            console.print(f"[bold]{m.role}[/]: {m.content}", markup=True, highlight=False)
-        console.print(f"[bold green]completion[/]: {s.completion}", highlight=False)
+            console.print(_text((m.role, "bold"), f": {m.content}"), soft_wrap=True)
+        console.print(_text(("completion", "bold green"), f": {s.completion}"), soft_wrap=True)
         if s.observation:
-            console.print(f"[bold blue]observation[/] (reward {s.reward:g}): {s.observation.text}", highlight=False)
+            console.print(
+                _text(("observation", "bold blue"), f" (reward {s.reward:g}): {s.observation.text}"), soft_wrap=True
+            )
         if s.error:
-            console.print(f"[bold red]error[/]: {s.error}", highlight=False)
+            console.print(_text(("error", "bold red"), f": {s.error}"), soft_wrap=True)
 
 
 @trajectories_app.command("export")
@@ -565,7 +607,7 @@ def trajectories_export(
             ds = st.to_dataset(q)
             ds.save_to_disk(str(out))
             n = len(ds)
-    _console().print(f"wrote {n} trajectories to {out}")
+    _console().print(_text(f"wrote {n} trajectories to {out}"))
 
 
 @checkpoints_app.command("list")
@@ -590,7 +632,8 @@ def checkpoints_list() -> None:
         runs = ",".join(r for d in c.datasets for r in d.runs)
         when = dt.datetime.fromtimestamp(c.created_at).strftime("%Y-%m-%d %H:%M")
         data = ",".join(d.kind for d in c.datasets)
-        table.add_row(c.name, c.method, c.kind, c.base_model, c.parent or "", data, runs, str(m.examples), loss, when)
+        row = (c.name, c.method, c.kind, c.base_model, c.parent or "", data, runs, str(m.examples), loss, when)
+        table.add_row(*map(_text, row))
     _console().print(table)
 
 
@@ -626,7 +669,7 @@ def skills_list(
         if (env is None or s.env == env) and (retired or s.status == "active"):
             rate = "-" if s.success_rate is None else f"{s.success_rate:.0%}"
             description = " ".join(s.description.split())[:80]
-            table.add_row(s.name, str(s.version), s.env, str(s.uses), rate, s.status, description)
+            table.add_row(*map(_text, (s.name, str(s.version), s.env, str(s.uses), rate, s.status, description)))
     _console().print(table)
 
 
@@ -657,7 +700,7 @@ def skills_export(
 
     with open_store(store) as st:
         n = SkillLibrary(st).export_jsonl(out)
-    _console().print(f"exported {n} skills to {out}")
+    _console().print(_text(f"exported {n} skills to {out}"))
 
 
 @skills_app.command("import")
@@ -681,7 +724,7 @@ def skills_import(
         results = asyncio.run(import_skills(skills, st))
     console = _console()
     for skill, outcome in zip(skills, results, strict=True):
-        console.print(f"{skill.name} v{skill.version}: {outcome}", highlight=False)
+        console.print(_text(f"{skill.name} v{skill.version}: {outcome}"), soft_wrap=True)
     added = sum(r.startswith("added") for r in results)
     console.print(f"imported {added} of {len(skills)} skills")
 
@@ -701,7 +744,7 @@ def skills_retire(
             skill = SkillLibrary(st).set_status(name, "active" if undo else "retired")
         except KeyError as e:
             raise ConfigError(str(e.args[0])) from None
-    _console().print(f"{skill.id}: {skill.status}")
+    _console().print(_text(f"{skill.id}: {skill.status}"))
 
 
 def main() -> None:
@@ -709,7 +752,7 @@ def main() -> None:
     try:
         app()
     except AutodidactError as e:
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {_visible(str(e))}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

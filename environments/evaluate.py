@@ -66,9 +66,14 @@ async def evaluate(
 
     bar = None
     if progress:
-        from rich.progress import Progress
+        from rich.progress import Progress, TextColumn
 
-        bar = Progress(transient=True)
+        # the default columns, but the description (ids) printed as it is, not parsed as markup
+        columns = (
+            TextColumn("{task.description}", style="progress.description", markup=False),
+            *Progress.get_default_columns()[1:],
+        )
+        bar = Progress(*columns, transient=True)
         bar_task = bar.add_task(f"{policy.name} on {env_id}", total=len(tasks))
         bar.start()
     try:
