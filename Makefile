@@ -7,6 +7,8 @@ AD := $(VENV)/bin/autodidact
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := postgresql bubblewrap podman runc catatonit debootstrap chromium
 DEMO_HOME := runs/demo
+# pytest-xdist workers for `make test`: each loads the embedded model once and gets cores/TEST_WORKERS torch threads.
+TEST_WORKERS ?= 2
 
 .PHONY: setup system-deps demo test test-fast lint typecheck bench clean
 
@@ -41,10 +43,10 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,20 @@ import pytest_asyncio
 # Nothing is downloaded in tests: an unknown HF id must fail at once, not after network retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs pytest-xdist workers (-n 2): each gets its share of the cores for torch (set
+# before torch is imported), so two workers' matrix multiplies never oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the docker backend share one worker: the project's Podman service is host-wide,
+    and the worker that started it removes every sandbox container when its session ends."""
+    for item in items:
+        if item.get_closest_marker("docker") is not None:
+            item.add_marker(pytest.mark.xdist_group("podman"))
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,11 @@ from typing import Any
 
 import pytest
 
+from agents.roles.judge import Judge
+from agents.roles.refiner import Refiner
+from agents.roles.reflector import Reflector
+from agents.roles.reviewer import Reviewer
+from agents.roles.world_model import WorldModel
 from agents.rollout import RunConfig, run_rollout
 from autodidact.config import home
 from environments.tasks import load_suite
@@ -39,6 +44,7 @@ ROLES = {
     "lookahead": {"solver", "world_model", "judge"},
     "mcts": {"solver"},
 }
+OUTPUTS = {r.name: r.output for r in (Reviewer, Refiner, WorldModel, Judge, Reflector)}  # typed outputs by role
 TASKS = {
     "code": load_suite("bundled", split="test", limit=2),
     "web": [t for t in load_suite("miniwob") if t.payload["name"] in ("click-button", "click-link")][:2],
@@ -76,16 +82,30 @@ async def test_graph_end_to_end_with_the_embedded_model(graph: str, env: str, em
         ran = [s for s in t.steps if s.observation is not None]
         assert ran and all(s.action is not None for s in ran) and ran[-1].reward == t.reward
         assert all(s.messages and s.completion is not None for s in t.steps)
-        assert all(s.output is not None or s.error for s in t.steps if s.role != "solver")  # parsed, or why not
-    if graph == "reflexion":  # every failed first trial was reviewed
+        for s in t.steps:
+            if s.role == "solver":
+                continue
+            # a role's answer parsed to its typed output, or says why not; a model fault is never hidden here
+            assert s.error is None or s.error.startswith("parse: "), (s.role, s.error)
+            if s.output is None:
+                assert s.error, s.role
+            else:
+                OUTPUTS[s.role].model_validate(s.output)
+    if graph == "lookahead":  # each imagined candidate: the world model's guess, then the judge's verdict
+        for t in stored:
+            looks = [s.role for s in t.steps if s.role in ("world_model", "judge")]
+            assert looks == ["world_model", "judge"] * (len(looks) // 2), looks
+    if graph == "reflexion":  # every failed first trial was reviewed, then refined
         for t in result.episodes:
-            assert t.success or "reviewer" in {s.role for s in t.steps}
-    if graph == "magicore":  # every decision was reviewed
+            assert t.success or {"reviewer", "refiner"} <= {s.role for s in t.steps}
+    if graph == "magicore":  # every decision was reviewed, whatever the model answered
+        assert "reviewer" in roles
         for t in result.episodes:
             decisions = sum(s.observation is not None for s in t.steps)
             assert sum(s.role == "reviewer" for s in t.steps) >= decisions
     if graph == "mcts":
         paths = [t for t in stored if t.parent_id is not None]
+        assert len(stored) - len(paths) == len(result.episodes)  # one root path per episode, the rest branch off
         ids = {t.id for t in stored}
         assert all(p.parent_id in ids and p.branch_step is not None for p in paths)
     # finished episodes leave no checkpoints behind

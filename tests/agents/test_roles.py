@@ -119,8 +119,11 @@ async def test_every_role_runs_on_the_embedded_model(embedded_model) -> None:  #
     ]
     for call in calls:
         assert call.step.completion and call.step.token_ids and call.step.latency_s > 0
-        # whatever the small model wrote is either read or its failure is recorded — never lost
-        assert (call.output is not None) or (call.step.error or "").startswith("parse:")
+        # whatever the small model wrote is either read (and recorded as read) or why not is recorded — never lost
+        if call.output is not None:
+            assert call.step.output == call.output.model_dump(mode="json"), call.step
+        else:
+            assert call.step.output is None and (call.step.error or "").startswith("parse: "), call.step
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 from fastapi import Request
@@ -29,6 +30,7 @@ async def test_run_over_http_records_500s_and_timeouts_and_goes_on(embedded_mode
     broken, hanging = tasks[1].payload["entry_point"], tasks[2].payload["entry_point"]
     app = create_app(embedded_model, "embedded")
     hits = {"500": 0, "hang": 0}
+    served: list[str] = []  # the thread of each request that reached the model
 
     @app.middleware("http")
     async def faults(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -42,14 +44,13 @@ async def test_run_over_http_records_500s_and_timeouts_and_goes_on(embedded_mode
                 while not await request.is_disconnected():  # hang until the client gives up
                     await asyncio.sleep(0.1)
                 return Response(status_code=504)
+            served.append(threading.current_thread().name)
         return await call_next(request)
 
-    loop = asyncio.get_running_loop()
     with running_app(app) as root:
         # 20 s: a healthy answer of 32 tokens takes ~1 s, but CI machines can be slow and loaded
         model = OpenAIChatModel(base_url=root + "/v1", model="embedded", timeout_s=20.0, max_retries=1, backoff_s=0.01)
         with open_store(str(tmp_path / "s.db")) as store:
-            # the server thread runs the embedded model; this loop only drives the client
             result = await run_rollout(
                 RunConfig(concurrency=4, sampling=SamplingParams(max_tokens=32, stop=("\n```\n",))),
                 model,
@@ -59,8 +60,10 @@ async def test_run_over_http_records_500s_and_timeouts_and_goes_on(embedded_mode
             )
             stored = {t.task.id: t for t in store.query(TrajectoryQuery(run_id=result.run_id))}
         await model.aclose()
-    assert loop.is_running()
     assert len(stored) == 4 and hits == {"500": 2, "hang": 2}  # one retry each
+    # the server's thread ran the embedded model for every step of the healthy episodes; this loop only drove the client
+    steps = sum(len(stored[ok.id].steps) for ok in (tasks[0], tasks[3]))
+    assert steps and served == [f"uvicorn-{root.rsplit(':', 1)[1]}"] * steps
     assert "returned 500 after 2 attempts" in (stored[tasks[1].id].error or "")
     assert "did not answer within 20s" in (stored[tasks[2].id].error or "")
     for ok in (tasks[0], tasks[3]):

@@ -26,6 +26,7 @@ from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster per module: keep its tests on one xdist worker
 # Actors share 2 CPUs: two drivers and two environment workers at half a CPU each.
 HALF = RayConfig(drivers=2, env_workers=2, driver_cpus=0.5, env_worker_cpus=0.5)
 
@@ -77,14 +78,21 @@ class PidModel:
 
 
 class KillerModel(PidModel):
-    """Like PidModel, but the answer to ``doomed`` sleeps, and its environment worker is killed meanwhile."""
+    """Like PidModel, but the answer to ``doomed`` sleeps, and its environment worker is killed meanwhile.
 
-    def __init__(self, doomed: str) -> None:
+    Only the workers of the cluster that ``owner`` (the test's process) started are killed; their
+    pids are written to ``record``.
+    """
+
+    def __init__(self, doomed: str, owner: int, record: Path) -> None:
         self.doomed = doomed
+        self.owner = owner
+        self.record = record
 
     async def generate(self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams) -> list[Completion]:
         if self.doomed in conversations[0][-1].content:
-            threading.Timer(1.0, _kill_env_workers).start()  # while the worker runs the sleeping answer
+            # while the worker runs the sleeping answer
+            threading.Timer(1.0, _kill_env_workers, (self.owner, self.record)).start()
             return [Completion(text="```python\nimport time\ntime.sleep(20)\n```")]
         return await super().generate(conversations, sampling)
 
@@ -93,12 +101,22 @@ def _store_fails() -> PidModel:
     raise StoreError("the disk is full; free some space and retry")
 
 
-def _kill_env_workers() -> None:
+def _kill_env_workers(owner: int, record: Path) -> None:
+    """SIGKILL the environment workers that descend from ``owner`` (the test's Ray cluster, whose
+    processes it started), never another Ray's on this host; write their pids to ``record``."""
     import psutil
 
+    killed = []
     for p in psutil.process_iter(["cmdline"]):
-        if any("EnvWorker" in part for part in p.info["cmdline"] or ()):
-            os.kill(p.pid, signal.SIGKILL)
+        if not any("EnvWorker" in part for part in p.info["cmdline"] or ()):
+            continue
+        try:
+            if owner in {a.pid for a in p.parents()}:
+                p.send_signal(signal.SIGKILL)
+                killed.append(p.pid)
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
+    record.write_text(" ".join(map(str, killed)))
 
 
 def test_two_drivers_write_one_postgres_store(local_ray: None, postgres_url: str) -> None:
@@ -129,13 +147,19 @@ def test_resume_on_ray_runs_only_what_is_missing(local_ray: None, postgres_url: 
         assert store.count(TrajectoryQuery(run_id="ray-resume")) == 4
 
 
-def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(local_ray: None, postgres_url: str) -> None:
+def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(
+    local_ray: None, postgres_url: str, tmp_path: Path
+) -> None:
     tasks = load_suite("bundled", split="train", limit=4)
     cfg = RunConfig(concurrency=1, run_id="ray-kill", episode_timeout_s=60)
     one_each = RayConfig(drivers=1, env_workers=1, driver_cpus=0.5, env_worker_cpus=0.5)
     url = postgres_url
-    doomed = tasks[1]
-    run_rollout_ray(cfg, url, one_each, tasks=tasks, model_factory=lambda: KillerModel(doomed.prompt), progress=False)
+    doomed, me, record = tasks[1], os.getpid(), tmp_path / "killed"
+    run_rollout_ray(
+        cfg, url, one_each, tasks=tasks, model_factory=lambda: KillerModel(doomed.prompt, me, record), progress=False
+    )
+    killed = [int(pid) for pid in record.read_text().split()]
+    assert killed, "found no environment worker of this test's cluster to kill"
 
     with open_store(url) as store:
         by_task = {t.task.id: t for t in store.query(TrajectoryQuery(run_id="ray-kill"))}

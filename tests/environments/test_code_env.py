@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,9 +131,31 @@ def test_suites_and_splits() -> None:
     assert all(t.payload["solution"] and t.payload["visible_tests"] for t in bundled)
     assert "For example:" in bundled[0].prompt
     assert load_suite("humaneval", limit=3)[2].id == "humaneval/2"
-    assert stable_split("humaneval/0") == stable_split("humaneval/0")
     held_out = load_suite("humaneval", split="test")
     assert 15 < len(held_out) < 50
+    assert [t.id for t in held_out[:3]] == ["humaneval/1", "humaneval/7", "humaneval/11"]  # stable_split's
+
+
+def test_stable_split_depends_on_the_id_alone() -> None:
+    # fixed expectations: every machine and process must agree (a salted hash() would not)
+    ids = [f"humaneval/{i}" for i in range(16)]
+    assert [i for i, task_id in enumerate(ids) if stable_split(task_id) == "test"] == [1, 7, 11]
+    assert (stable_split("humaneval/8"), stable_split("humaneval/8", test_fraction=0.25)) == ("train", "test")
+    code = "from environments.tasks import stable_split as s; print(*(s(f'humaneval/{i}') for i in range(64)))"
+    runs = {
+        tuple(
+            subprocess.run(
+                [sys.executable, "-c", code],
+                env={**os.environ, "PYTHONHASHSEED": seed},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout.split()
+        )
+        for seed in ("1", "2")
+    }
+    assert runs == {tuple(stable_split(f"humaneval/{i}") for i in range(64))}
 
 
 def test_user_jsonl_suite_and_its_errors(tmp_path: Path) -> None:

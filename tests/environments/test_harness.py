@@ -92,7 +92,7 @@ async def test_syntax_error_fails_every_test_with_the_reason(sandbox: ProcessSan
     report = await run_tests(ADD, "    return a +\n", sandbox)
     assert report.total == 4 and report.passed == 0 and not report.success
     assert report.error is not None and report.error.startswith("SyntaxError")
-    assert all(e == report.error for e in report.errors)
+    assert report.errors == [report.error] * 4  # every test failed with it
 
 
 async def test_missing_entry_point_and_top_level_crash(sandbox: ProcessSandbox) -> None:

@@ -236,7 +236,7 @@ async def test_reference_policy_solves_held_out_tasks_of_every_family() -> None:
         picked += _tasks(family)[:n]
     outcomes = await evaluate("web", picked, ReferencePolicy(), concurrency=4, max_steps=20, progress=False)
     failed = [(o.task_id, o.detail) for o in outcomes if not o.success]
-    assert not failed
+    assert not failed and [o.task_id for o in outcomes] == [t.id for t in picked]
     assert all(o.reward == 1.0 and o.steps <= 8 for o in outcomes)
 
 

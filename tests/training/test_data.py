@@ -246,6 +246,7 @@ def test_masks_are_exact_token_by_token(store: TrajectoryStore, tokenizer: Any) 
     for t in tree():
         store.append(t)
     rows = revision(store, KeyedVerifier({W: "Bad"}))
+    assert sorted(r["trajectory_id"] for r in rows) == ["t1-early", "t1-late"]  # a cut by the verifier, one at the end
     for row in rows:
         out = tokenize_turns(tokenizer, row["messages"], row["train"])
         ids, mask = out["input_ids"], out["completion_mask"]

@@ -370,6 +370,10 @@ class Trained:
     after: dict[str, torch.Tensor]
 
 
+# The tests below share one LoRA run: keep the module on one xdist worker so it trains once.
+pytestmark = pytest.mark.xdist_group("sft")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """One short LoRA run on the embedded model, shared by the tests below (its own home)."""
