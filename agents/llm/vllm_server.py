@@ -208,6 +208,7 @@ class VLLMServerChatModel:
                 model=DEFAULT_ADAPTER if config.adapter else config.served_name,
                 concurrency=config.concurrency,
                 timeout_s=config.timeout_s,
+                max_retries=2,  # a dead server is noticed here and restarted: no need to wait it out
             )
         )
         self.name = f"vllm-server:{config.model}" + (f"+{config.adapter}" if config.adapter else "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,9 +126,24 @@ def test_errors_show_control_characters(_isolated_home: Path) -> None:
     assert_literal(proc.stderr, f"error: no such file: /no/[bold]x[/b] {ANSI_SHOWN}.py")
 
 
-@pytest.mark.slow
+class _Identity:
+    """Answers every task with ``def f(x): return x``, the suite's solution (served over HTTP to the CLI)."""
+
+    name = "scripted"
+
+    async def generate(self, conversations: Any, sampling: Any) -> list[Any]:
+        from autodidact.types import Completion
+
+        return [Completion(text="```python\ndef f(x):\n    return x\n```") for _ in conversations]
+
+    async def aclose(self) -> None:
+        pass
+
+
 def test_run_prints_task_ids_and_run_ids_literally(_isolated_home: Path, tmp_path: Path) -> None:
-    """``autodidact run`` with the embedded model: the results table and the summary line."""
+    """``autodidact run`` (against a scripted model server): the results table and the summary line."""
+    from agents.llm.server import running_server
+
     suite = tmp_path / "suite.jsonl"
     row = {
         "id": f"[bold]t[/] [/] xs[i] {ANSI}",
@@ -138,8 +154,9 @@ def test_run_prints_task_ids_and_run_ids_literally(_isolated_home: Path, tmp_pat
     }
     suite.write_text(json.dumps(row) + "\n")
     run_id = "r[bold]x[/]"
-    out = cli(_isolated_home, "run", "--suite", str(suite), "--run-id", run_id).stdout
-    assert_literal(out, f"suite/[bold]t[/] [/] xs[i] {ANSI_SHOWN}", f"run {run_id}: success")
+    with running_server(_Identity(), "scripted") as url:
+        out = cli(_isolated_home, "run", "--suite", str(suite), "--run-id", run_id, "--model", f"{url}#scripted").stdout
+    assert_literal(out, f"suite/[bold]t[/] [/] xs[i] {ANSI_SHOWN}", f"run {run_id}: success 1/1")
 
 
 def test_the_run_progress_bar_prints_its_description_literally() -> None:
