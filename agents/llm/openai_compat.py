@@ -158,7 +158,9 @@ class OpenAIChatModel:
     async def aclose(self) -> None:
         """Close the connection pool; the object can still be used afterwards (it reopens)."""
         client, self._client = self._client, None
-        if client is not None:
+        # A pool made on another event loop (one asyncio.run to generate, another to close) cannot
+        # be closed from here: its connections went with their loop.
+        if client is not None and self._client_loop is asyncio.get_running_loop():
             await client.aclose()
 
     # --- plumbing -----------------------------------------------------------------------

@@ -213,6 +213,7 @@ class VLLMServerChatModel:
         )
         self.name = f"vllm-server:{config.model}" + (f"+{config.adapter}" if config.adapter else "")
         self._restart_lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._adapters: dict[str, str] = {}  # loaded again after a restart
 
     async def __aenter__(self) -> VLLMServerChatModel:
@@ -223,8 +224,9 @@ class VLLMServerChatModel:
 
     async def _ensure_running(self) -> None:
         """Start the server again if it died (once, however many callers notice)."""
-        if self._restart_lock is None:
-            self._restart_lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        if self._restart_lock is None or self._lock_loop is not loop:  # a lock serves one event loop
+            self._restart_lock, self._lock_loop = asyncio.Lock(), loop
         if self.server.alive() and not self._restart_lock.locked():
             return
         async with self._restart_lock:
@@ -271,8 +273,10 @@ class VLLMServerChatModel:
 
     async def aclose(self) -> None:
         """Close the client and stop the server."""
-        await self.client.aclose()
-        await asyncio.to_thread(self.server.stop)
+        try:
+            await self.client.aclose()
+        finally:
+            await asyncio.to_thread(self.server.stop)
 
 
 def serve_vllm(config: VLLMServerConfig) -> None:

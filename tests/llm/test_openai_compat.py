@@ -313,3 +313,14 @@ async def test_an_api_key_holding_a_line_break_is_a_config_error_that_does_not_s
         with pytest.raises(ConfigError, match=r"holds a line break.*check \$OPENAI_API_KEY") as e:
             await OpenAIChatModel(base_url=url, model="m").generate([HI], SamplingParams())
         assert "sk-secret" not in str(e.value) and server.connections == 0
+
+
+def test_closing_on_another_event_loop_than_the_one_that_generated_works() -> None:
+    """One asyncio.run to generate and another to close (benchmarks, scripts) must not raise."""
+    with running_server(ScriptedChatModel(), "scripted") as url:
+        model = OpenAIChatModel(base_url=url, model="scripted")
+        [c] = asyncio.run(model.generate([HI], SamplingParams()))
+        assert c.error is None
+        asyncio.run(model.aclose())  # raised "Event loop is closed" from the old loop's transports
+        [again] = asyncio.run(model.generate([HI], SamplingParams()))  # and it still works afterwards
+        assert again.error is None

@@ -1,0 +1,165 @@
+"""Engines side by side: transformers in process and vLLM as the managed server, on the same models.
+
+For each model (``embedded``; catalog models that are fetched, e.g. ``qwen2.5-coder-0.5b``) and
+engine, with the base weights and with a LoRA adapter loaded at run time (random, r=16 on every
+linear layer, so it costs what a trained one costs):
+
+* **tokens/s at 1, 8, 32 and 64 concurrent sequences**: that many ``generate`` calls of one
+  conversation each, in flight together (how episodes call a model), greedy, ``max_tokens``
+  fixed, prompts that ask for long answers; real completion tokens over wall time;
+* **time to first token**: the latency of a lone ``max_tokens=1`` request (median of 5; neither
+  engine streams through our interface, so this is prefill plus one token plus the call);
+* **equal greedy answers**: 8 fixed prompts, 32 tokens, base weights, transformers against vLLM.
+
+Engines run one after the other in one process run, each with the cores to itself; the vLLM
+server's start-up is reported apart and not counted. vLLM runs at ``--vllm-dtype`` (bf16 by
+default, the fast path on CPUs); transformers on CPU runs fp32, so greedy answers may part where
+two tokens are nearly tied (``--vllm-dtype float32`` checks equality at equal precision).
+
+Run (about 15 minutes on 2 cores for both models):
+
+    .venv/bin/python benchmarks/engines.py
+    .venv/bin/python benchmarks/engines.py --max-tokens 32 --adapter-concurrency 1 8  # what the README shows
+    .venv/bin/python benchmarks/engines.py --models embedded --concurrency 1 8 --max-tokens 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.llm.base import TransformersConfig, VLLMServerConfig
+from autodidact.types import Message, SamplingParams
+
+LONG = [
+    "Write a Python function that returns the n-th Fibonacci number, and explain it step by step.",
+    "Explain what a hash map is and write a small example in Python with comments.",
+    "Write a Python function that reverses the words of a sentence, then explain each line.",
+    "Describe how binary search works and implement it in Python with tests.",
+]
+FIXED = [
+    "What is 7 times 8?",
+    "Write a Python function add(a, b) that returns their sum.",
+    "Name three prime numbers.",
+    "What does HTTP stand for?",
+    "Write a Python one-liner that reverses a list xs.",
+    "What is the capital of France?",
+    "Explain recursion in one sentence.",
+    "Write a Python function is_even(n).",
+]
+
+
+def random_lora(model_spec: str, out: Path) -> Path:
+    """A random LoRA adapter (r=16, every linear layer) for ``model_spec``, saved to ``out``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from agents.llm.hf_local import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(model_spec, device="cpu")
+    torch.manual_seed(0)
+    peft = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear", init_lora_weights=False))
+    peft.save_pretrained(out)
+    return out
+
+
+async def throughput(model: Any, n: int, max_tokens: int, adapter: str | None) -> float:
+    sampling = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    convs = [[Message(role="user", content=LONG[i % len(LONG)])] for i in range(n)]
+    kw = {"adapter": adapter} if adapter else {}
+    start = time.perf_counter()
+    outs = await asyncio.gather(*(model.generate([c], sampling, **kw) for c in convs))
+    seconds = time.perf_counter() - start
+    errors = [o.error for [o] in outs if o.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} calls failed: {errors[0]}")
+    return sum(len(o.token_ids or ()) for [o] in outs) / seconds
+
+
+async def ttft_ms(model: Any, adapter: str | None) -> float:
+    kw = {"adapter": adapter} if adapter else {}
+    times = []
+    for i in range(5):
+        start = time.perf_counter()
+        await model.generate([[Message(role="user", content=FIXED[i])]], SamplingParams(max_tokens=1), **kw)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+async def answers(model: Any) -> list[str]:
+    outs = await model.generate([[Message(role="user", content=p)] for p in FIXED], SamplingParams(max_tokens=32))
+    return [o.text for o in outs]
+
+
+async def measure(model: Any, lora: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    await model.generate([[Message(role="user", content="hi")]], SamplingParams(max_tokens=4))  # warm-up
+    texts = await answers(model)
+    await model.load_adapter("bench", str(lora))
+    rows = []
+    for adapter in (None, "bench"):
+        row: dict[str, Any] = {"adapter": adapter or "-", "ttft_ms": await ttft_ms(model, adapter)}
+        for n in args.concurrency if adapter is None else args.adapter_concurrency:
+            row[n] = await throughput(model, n, args.max_tokens, adapter)
+            print(f"    {adapter or 'base'} x{n}: {row[n]:.1f} tokens/s", flush=True)
+        rows.append(row)
+    return rows, texts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=None, help="default: embedded and every fetched catalog model")
+    ap.add_argument("--engines", nargs="+", default=["transformers", "vllm"])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--adapter-concurrency", type=int, nargs="+", default=None, help="default: --concurrency")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--vllm-dtype", default="bfloat16")
+    args = ap.parse_args()
+    args.adapter_concurrency = args.adapter_concurrency or args.concurrency
+    from agents.llm.catalog import CATALOG, status
+
+    models = args.models or [n for n, e in CATALOG.items() if n == "embedded" or status(e).startswith("fetched")]
+    table: list[tuple[str, str, dict[str, Any]]] = []
+    same: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            lora = random_lora(name, Path(tmp) / name)
+            texts: dict[str, list[str]] = {}
+            for engine in args.engines:
+                print(f"{name} on {engine}", flush=True)
+                start = time.perf_counter()
+                if engine == "vllm":
+                    model: Any = VLLMServerConfig(
+                        model=name, enable_lora=True, dtype=args.vllm_dtype, max_model_len=2048
+                    ).build()
+                else:
+                    model = TransformersConfig(path=name, max_batch_size=max(args.concurrency)).build()
+                print(f"  loaded in {time.perf_counter() - start:.1f} s", flush=True)
+                try:
+                    rows, texts[engine] = asyncio.run(measure(model, lora, args))
+                finally:
+                    asyncio.run(model.aclose())
+                table += [(name, engine, row) for row in rows]
+            if len(texts) == 2:
+                a, b = texts.values()
+                equal = sum(x == y for x, y in zip(a, b, strict=True))
+                same.append(
+                    f"{name}: {equal}/{len(FIXED)} greedy answers equal (transformers fp32, vLLM {args.vllm_dtype})"
+                )
+
+    print(f"\ntokens/s by concurrent sequences (greedy, max_tokens {args.max_tokens}); TTFT: a lone 1-token call")
+    head = " | ".join(f"x{n}" for n in args.concurrency)
+    print(f"| model | engine | adapter | {head} | TTFT ms |")
+    print("|---|---|---|" + "---|" * len(args.concurrency) + "---|")
+    for name, engine, row in table:
+        cells = " | ".join(f"{row[n]:.1f}" if n in row else "–" for n in args.concurrency)
+        print(f"| {name} | {engine} | {row['adapter']} | {cells} | {row['ttft_ms']:.0f} |")
+    print("\n" + "\n".join(same))
+
+
+if __name__ == "__main__":
+    main()
