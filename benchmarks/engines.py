@@ -64,7 +64,7 @@ def random_lora(model_spec: str, out: Path) -> Path:
     model, _ = load_model_and_tokenizer(model_spec, device="cpu")
     torch.manual_seed(0)
     peft = get_peft_model(model, LoraConfig(r=16, target_modules="all-linear", init_lora_weights=False))
-    peft.save_pretrained(out)
+    peft.save_pretrained(str(out))
     return out
 
 
@@ -96,12 +96,13 @@ async def answers(model: Any) -> list[str]:
     return [o.text for o in outs]
 
 
-async def measure(model: Any, lora: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+async def measure(model: Any, lora: Path | None, args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
     await model.generate([[Message(role="user", content="hi")]], SamplingParams(max_tokens=4))  # warm-up
     texts = await answers(model)
-    await model.load_adapter("bench", str(lora))
+    if lora is not None:
+        await model.load_adapter("bench", str(lora))
     rows = []
-    for adapter in (None, "bench"):
+    for adapter in (None, "bench") if lora is not None else (None,):
         row: dict[str, Any] = {"adapter": adapter or "-", "ttft_ms": await ttft_ms(model, adapter)}
         for n in args.concurrency if adapter is None else args.adapter_concurrency:
             row[n] = await throughput(model, n, args.max_tokens, adapter)
@@ -113,7 +114,12 @@ async def measure(model: Any, lora: Path, args: argparse.Namespace) -> tuple[lis
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=None, help="default: embedded and every fetched catalog model")
-    ap.add_argument("--engines", nargs="+", default=["transformers", "vllm"])
+    ap.add_argument(
+        "--engines",
+        nargs="+",
+        default=["transformers", "vllm"],
+        help="transformers, vllm (the managed server's defaults: eager, LoRA on), vllm-compiled (no LoRA)",
+    )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--adapter-concurrency", type=int, nargs="+", default=None, help="default: --concurrency")
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -132,15 +138,21 @@ def main() -> None:
             for engine in args.engines:
                 print(f"{name} on {engine}", flush=True)
                 start = time.perf_counter()
-                if engine == "vllm":
+                if engine.startswith("vllm"):
+                    compiled = engine == "vllm-compiled"  # vLLM's fast path: graphs compiled, no LoRA
                     model: Any = VLLMServerConfig(
-                        model=name, enable_lora=True, dtype=args.vllm_dtype, max_model_len=2048
+                        model=name,
+                        enable_lora=not compiled,
+                        enforce_eager=not compiled,
+                        dtype=args.vllm_dtype,
+                        max_model_len=2048,
                     ).build()
                 else:
                     model = TransformersConfig(path=name, max_batch_size=max(args.concurrency)).build()
                 print(f"  loaded in {time.perf_counter() - start:.1f} s", flush=True)
                 try:
-                    rows, texts[engine] = asyncio.run(measure(model, lora, args))
+                    adapter_dir = None if engine == "vllm-compiled" else lora
+                    rows, texts[engine] = asyncio.run(measure(model, adapter_dir, args))
                 finally:
                     asyncio.run(model.aclose())
                 table += [(name, engine, row) for row in rows]
