@@ -52,6 +52,19 @@ def sized(body: bytes, extra: str = "") -> bytes:
     return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
+def recorder(seen: list[bytes]) -> Handler:
+    """Answer ``{}`` to one request and keep the raw request in ``seen``."""
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        req = await read_request(reader)
+        assert req is not None
+        seen.append(req)
+        writer.write(sized(b"{}"))
+        await writer.drain()
+
+    return record
+
+
 @asynccontextmanager
 async def running(handler: Handler) -> AsyncIterator[tuple[Server, str]]:
     server = Server(handler)
@@ -82,13 +95,7 @@ async def test_json_round_trips_reuse_one_kept_alive_connection() -> None:
 
 async def test_requests_carry_method_path_host_and_headers() -> None:
     seen: list[bytes] = []
-
-    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        req = await read_request(reader)
-        assert req is not None
-        seen.append(req)
-        writer.write(sized(b"{}"))
-        await writer.drain()
+    record = recorder(seen)
 
     async with running(record) as (_, url):
         client = HTTPClient(url, headers={"Authorization": "Bearer k"})
@@ -301,13 +308,7 @@ def _ipv6_loopback() -> bool:
 @pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
 async def test_an_ipv6_base_url_sends_a_bracketed_host() -> None:
     seen: list[bytes] = []
-
-    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        req = await read_request(reader)
-        assert req is not None
-        seen.append(req)
-        writer.write(sized(b"{}"))
-        await writer.drain()
+    record = recorder(seen)
 
     server = Server(record)
     srv = await asyncio.start_server(server.serve, "::1", 0)
