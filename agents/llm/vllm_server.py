@@ -121,6 +121,8 @@ class ManagedVLLMServer:
         Raises:
             ModelLoadError: The server exited or did not answer within ``startup_timeout_s``.
         """
+        if _healthy(self.port):  # another server holds the port: its /health must not pass for ours
+            raise ModelLoadError(f"port {self.port} is taken by another server; pick another port (or 0: a free one)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"\n--- start {self.starts + 1}: {' '.join(self.argv())}\n".encode())
@@ -291,11 +293,18 @@ def serve_vllm(config: VLLMServerConfig) -> None:
     if not isinstance(weights, Path):
         raise ModelLoadError(f"the managed vLLM server serves local models; {config.model!r} is not one")
     server = ManagedVLLMServer(config, weights)
+
+    def stop_here(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a process manager) or SIGINT even where a shell ignored it
+
+    # The server runs in its own session: without these, a SIGTERM here would leave it running.
+    signal.signal(signal.SIGTERM, stop_here)
+    signal.signal(signal.SIGINT, stop_here)
     print(f"starting vLLM on {config.model} (log: {server.log_path})", file=sys.stderr)
-    server.start()
-    lora = " with LoRA hot-swap (/v1/load_lora_adapter)" if config.enable_lora else ""
-    print(f"vLLM serves {config.served_name!r} at {server.base_url}{lora}; Ctrl-C stops it", file=sys.stderr)
     try:
+        server.start()
+        lora = " with LoRA hot-swap (/v1/load_lora_adapter)" if config.enable_lora else ""
+        print(f"vLLM serves {config.served_name!r} at {server.base_url}{lora}; Ctrl-C stops it", file=sys.stderr)
         while server.alive():
             time.sleep(1)
         raise ModelLoadError(f"the vLLM server exited; its log ends with:\n{server.log_tail()}")

@@ -139,3 +139,17 @@ def test_a_vllm_server_spec_and_its_command_line(monkeypatch: pytest.MonkeyPatch
     assert argv[argv.index("--model") + 1] == str(tmp_path / "weights") and argv[argv.index("--port") + 1] == "8123"
     assert "--enable-lora" in argv and argv[argv.index("--lora-modules") + 1] == f"adapter={adapter}"
     assert server.env()["VLLM_CPU_KVCACHE_SPACE"] == "1" and server.env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_a_port_another_server_answers_on_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Another server's /health must not pass for ours (it did: a fixed port already in use looked started)."""
+    from agents.llm.server import create_app, running_app
+    from tests.llm.test_server import ScriptedChatModel
+
+    monkeypatch.setenv("AUTODIDACT_VLLM_PYTHON", sys.executable)
+    with running_app(create_app(ScriptedChatModel(), "other")) as url:
+        port = int(url.rsplit(":", 1)[1])
+        server = ManagedVLLMServer(VLLMServerConfig(port=port), tmp_path)
+        with pytest.raises(ModelLoadError, match=rf"port {port} is taken by another server"):
+            server.start()
+        assert server.proc is None  # nothing was started
