@@ -57,7 +57,8 @@ demo: setup
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) evolve --config examples/evolve_demo.yaml
 
 # Lint, types, then every test (the model-loading ones included): what CI runs.
-test: setup
+# `make test` fetches the 0.5B too: one end-to-end test runs it (tests/llm/test_catalog.py).
+test: setup models
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

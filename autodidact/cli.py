@@ -23,6 +23,7 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -34,6 +35,8 @@ import typer
 from autodidact.errors import AutodidactError, ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.text import Text
 
 app = typer.Typer(
@@ -180,7 +183,7 @@ def run(
         finally:
             await chat_model.aclose()
 
-    with open_store(store) as st:
+    with _sigterm_as_interrupt(), open_store(store) as st:
         if ray is None:
             result = asyncio.run(main(st))
         else:
@@ -316,7 +319,7 @@ def evolve(
     else:
         cfg = parse(EvolveConfig, config, list(set_ or []), **({"name": name} if name else {}))
     console = _console()
-    with open_store(store) as st:
+    with _sigterm_as_interrupt(), open_store(store) as st:
         evo = Evolution(cfg, st, log=lambda line: console.print(_text(line)))
         console.print(_text("evolve ", (evo.name, "bold"), f": state and report in {evo.dir}"))
         state = evo.run()
@@ -844,6 +847,28 @@ def skills_retire(
         except KeyError as e:
             raise ConfigError(str(e.args[0])) from None
     _console().print(_text(f"{skill.id}: {skill.status}"))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM (``kill``, a process manager) unwinds like Ctrl-C, so ``finally`` blocks
+    run: a managed vLLM server is stopped, the store closed. Python's default would exit at once
+    and leave the server's process group running. Main thread only (a no-op elsewhere)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def main() -> None:

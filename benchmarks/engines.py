@@ -16,6 +16,12 @@ server's start-up is reported apart and not counted. vLLM runs at ``--vllm-dtype
 default, the fast path on CPUs); transformers on CPU runs fp32, so greedy answers may part where
 two tokens are nearly tied (``--vllm-dtype float32`` checks equality at equal precision).
 
+``--engines ctranslate2`` adds CTranslate2 (``pip install ctranslate2==4.8.5``, not a project
+dependency): the model converted once to CTranslate2's format at int8 (``--ct2-quantization``),
+concurrent calls batched by the project's :class:`~agents.llm.batching.MicroBatcher` into
+``Generator.generate_batch``. CTranslate2 has no run-time LoRA: an adapter must be merged into
+the weights and the model converted again, so it has no LoRA row.
+
 Run (about 15 minutes on 2 cores for both models):
 
     .venv/bin/python benchmarks/engines.py
@@ -52,6 +58,65 @@ FIXED = [
     "Explain recursion in one sentence.",
     "Write a Python function is_even(n).",
 ]
+
+
+class CT2Model:
+    """A CTranslate2 ``Generator`` behind the ChatModel interface (for this benchmark only)."""
+
+    def __init__(self, model_spec: str, out: Path, quantization: str, max_batch_size: int) -> None:
+        import os
+
+        import ctranslate2
+        from ctranslate2.converters import TransformersConverter
+        from transformers import AutoTokenizer
+
+        from agents.llm.batching import MicroBatcher
+        from agents.llm.hf_local import resolve_weights
+
+        src = resolve_weights(model_spec)
+        TransformersConverter(str(src)).convert(str(out), quantization=quantization, force=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(src))
+        self.generator = ctranslate2.Generator(str(out), device="cpu", intra_threads=os.cpu_count() or 1)
+        self.batcher = MicroBatcher(self._batch, name="ctranslate2", max_batch_size=max_batch_size)
+        self.name = f"ctranslate2:{model_spec}:{quantization}"
+
+    async def _batch(self, conversations: Any, sampling: SamplingParams, *, adapter: str | None = None) -> list[Any]:
+        from autodidact.types import Completion
+
+        texts = [
+            str(
+                self.tokenizer.apply_chat_template(
+                    [m.model_dump() for m in c], add_generation_prompt=True, tokenize=False
+                )
+            )
+            for c in conversations
+        ]
+        prompts = [
+            self.tokenizer.convert_ids_to_tokens(self.tokenizer(t, add_special_tokens=False)["input_ids"])
+            for t in texts
+        ]
+
+        def run() -> list[Any]:
+            return self.generator.generate_batch(
+                prompts,
+                max_length=sampling.max_tokens,
+                sampling_topk=1,
+                include_prompt_in_result=False,
+                end_token=self.tokenizer.eos_token,
+            )
+
+        results = await asyncio.to_thread(run)
+        out = []
+        for r in results:
+            ids = r.sequences_ids[0]
+            out.append(Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=tuple(ids)))
+        return out
+
+    async def generate(self, conversations: Any, sampling: SamplingParams) -> list[Any]:
+        return await self.batcher.generate(conversations, sampling)
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
 
 
 def random_lora(model_spec: str, out: Path) -> Path:
@@ -118,8 +183,10 @@ def main() -> None:
         "--engines",
         nargs="+",
         default=["transformers", "vllm"],
-        help="transformers, vllm (the managed server's defaults: eager, LoRA on), vllm-compiled (no LoRA)",
+        help="transformers, vllm (the managed server's defaults: eager, LoRA on), vllm-compiled (no LoRA), "
+        "ctranslate2 (no LoRA)",
     )
+    ap.add_argument("--ct2-quantization", default="int8", help="CTranslate2 weights: int8, int8_float32, float32")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--adapter-concurrency", type=int, nargs="+", default=None, help="default: --concurrency")
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -138,9 +205,12 @@ def main() -> None:
             for engine in args.engines:
                 print(f"{name} on {engine}", flush=True)
                 start = time.perf_counter()
-                if engine.startswith("vllm"):
+                if engine == "ctranslate2":
+                    out = Path(tmp) / f"{name}-ct2"
+                    model: Any = CT2Model(name, out, args.ct2_quantization, max(args.concurrency))
+                elif engine.startswith("vllm"):
                     compiled = engine == "vllm-compiled"  # vLLM's fast path: graphs compiled, no LoRA
-                    model: Any = VLLMServerConfig(
+                    model = VLLMServerConfig(
                         model=name,
                         enable_lora=not compiled,
                         enforce_eager=not compiled,
@@ -151,17 +221,18 @@ def main() -> None:
                     model = TransformersConfig(path=name, max_batch_size=max(args.concurrency)).build()
                 print(f"  loaded in {time.perf_counter() - start:.1f} s", flush=True)
                 try:
-                    adapter_dir = None if engine == "vllm-compiled" else lora
+                    adapter_dir = None if engine in ("vllm-compiled", "ctranslate2") else lora
                     rows, texts[engine] = asyncio.run(measure(model, adapter_dir, args))
                 finally:
                     asyncio.run(model.aclose())
                 table += [(name, engine, row) for row in rows]
-            if len(texts) == 2:
-                a, b = texts.values()
-                equal = sum(x == y for x, y in zip(a, b, strict=True))
-                same.append(
-                    f"{name}: {equal}/{len(FIXED)} greedy answers equal (transformers fp32, vLLM {args.vllm_dtype})"
-                )
+            if "transformers" in texts:
+                for engine, other in texts.items():
+                    if engine != "transformers":
+                        equal = sum(x == y for x, y in zip(texts["transformers"], other, strict=True))
+                        same.append(
+                            f"{name}: {equal}/{len(FIXED)} greedy answers equal, transformers fp32 and {engine}"
+                        )
 
     print(f"\ntokens/s by concurrent sequences (greedy, max_tokens {args.max_tokens}); TTFT: a lone 1-token call")
     head = " | ".join(f"x{n}" for n in args.concurrency)

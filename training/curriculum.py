@@ -140,7 +140,6 @@ def _asserts(row: dict[str, Any]) -> list[str]:
 
 def evolve_curriculum(evo: Evolution, k: int, model: str, roles: dict[str, str]) -> dict[str, Any]:
     """The curriculum stage of round ``k``: write, check, filter and collect new tasks."""
-    from agents.llm.base import resolve_model
     from agents.roles.solver import initial_messages
     from agents.rollout import close_shared_workers
     from autodidact import registry
@@ -156,15 +155,14 @@ def evolve_curriculum(evo: Evolution, k: int, model: str, roles: dict[str, str])
     if not path.is_file():  # written once: a resumed stage collects the same tasks
         failed = failed_tasks(evo.episodes(collect_run), c.curriculum.per_round)
         taken = {str(t.payload.get("entry_point")) for t in load_suite(c.suite)}  # never a suite task's name
-        chat = resolve_model(model).build()
 
         async def go() -> tuple[list[dict[str, Any]], dict[str, int]]:
-            try:
-                sandbox = registry.make("sandbox", "process")
-                return await write_and_check(chat, failed, c.curriculum.samples, k, taken, sandbox)
-            finally:
-                await chat.aclose()
-                await close_shared_workers()
+            async with evo.policy(model) as (chat, _):
+                try:
+                    sandbox = registry.make("sandbox", "process")
+                    return await write_and_check(chat, failed, c.curriculum.samples, k, taken, sandbox)
+                finally:
+                    await close_shared_workers()
 
         rows, counts = asyncio.run(go())
         result.update(counts, failed_tasks=len(failed))

@@ -46,10 +46,11 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -113,6 +114,15 @@ class EvolveConfig(BaseModel):
     train: dict[str, Any] = Field(
         default_factory=dict, description="trainer settings for every method (TrainingArguments, LoRA, ...)"
     )
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="what runs the rollouts: transformers in process, or one managed vLLM server for the "
+        "whole run with each round's LoRA adapter loaded into it by name",
+    )
+    vllm: dict[str, Any] = Field(
+        default_factory=dict,
+        description="VLLMServerConfig fields for engine: vllm (kv_cache_gb, max_model_len, enforce_eager, ...)",
+    )
     gate_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="promote unless held-out success drops by more")
     curriculum: CurriculumConfig = CurriculumConfig()
 
@@ -121,6 +131,19 @@ class EvolveConfig(BaseModel):
     def _over_defaults(cls, v: Any, info: ValidationInfo) -> Any:
         # so that `--set collect.concurrency=64` changes that one field, not the whole stage
         return merged(COLLECT if info.field_name == "collect" else EVALUATE, v) if isinstance(v, dict) else v
+
+    @field_validator("vllm")
+    @classmethod
+    def _vllm_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from agents.llm.base import VLLMServerConfig
+
+        fixed = {"type", "model", "enable_lora", "adapter"}
+        unknown = sorted(k for k in v if k not in VLLMServerConfig.model_fields or k in fixed)
+        if unknown:
+            allowed = ", ".join(k for k in VLLMServerConfig.model_fields if k not in fixed)
+            raise ValueError(f"vllm: unknown or fixed keys {unknown}; allowed: {allowed}")
+        VLLMServerConfig.model_validate(v)  # the values, checked now rather than rounds later
+        return v
 
     @field_validator("methods")
     @classmethod
@@ -198,6 +221,7 @@ class Evolution:
         self.progress = progress
         self.log = log
         self.state: dict[str, Any] = self._load()
+        self._server: Any = None  # the PolicyServer of engine: vllm, started at the first rollout
 
     def _load(self) -> dict[str, Any]:
         path = self.dir / STATE_FILE
@@ -245,26 +269,66 @@ class Evolution:
         self, run_id: str, stage: dict[str, Any], model: str, roles: dict[str, str], rnd: int
     ) -> dict[str, Any]:
         """Run (or continue) run ``run_id`` with ``model`` and role adapters; its numbers."""
-        from agents.llm.base import resolve_model
         from agents.rollout import close_shared_workers, run_rollout
 
-        bound = dict(stage.get("roles", {}))
-        for role, spec in roles.items():
-            bound[role] = {**bound.get(role, {}), "model": spec}
-        cfg = self.config.run_config(stage, model=model, run_id=run_id, round=rnd, roles=bound)
         found = self.store.get_run(run_id)
         resume = found is not None and found.run.id == run_id  # a run started before a kill: go on with it
-        chat = resolve_model(model).build()
 
         async def go() -> Any:
-            try:
-                return await run_rollout(cfg, chat, self.store, progress=self.progress, resume=resume)
-            finally:
-                await chat.aclose()
-                await close_shared_workers()
+            async with self.policy(model, roles) as (chat, role_specs):
+                bound = dict(stage.get("roles", {}))
+                for role, spec in role_specs.items():
+                    bound[role] = {**bound.get(role, {}), "model": spec}
+                cfg = self.config.run_config(stage, model=model, run_id=run_id, round=rnd, roles=bound)
+                try:
+                    return await run_rollout(cfg, chat, self.store, progress=self.progress, resume=resume)
+                finally:
+                    await close_shared_workers()
 
         asyncio.run(go())
         return {"run": run_id, "model": model, **run_numbers(self.episodes(run_id))}
+
+    @asynccontextmanager
+    async def policy(self, spec: str, roles: dict[str, str] | None = None) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+        """The policy ``spec`` as a chat model for one stage's event loop, and the model specs its
+        role adapters run with.
+
+        ``engine: transformers``: the model is built here and closed after. ``engine: vllm``: one
+        vLLM server serves the whole run; ``spec``'s adapter (and the roles') are loaded into it by
+        name and any other adapter is unloaded, with no restart.
+        """
+        roles = dict(roles or {})
+        if self.config.engine == "transformers":
+            from agents.llm.base import resolve_model
+
+            chat = resolve_model(spec).build()
+            try:
+                yield chat, roles
+            finally:
+                await chat.aclose()
+            return
+        server = self._server or await asyncio.to_thread(self._start_server)
+        try:
+            chat = await server.policy(spec, keep=list(roles.values()))
+            yield chat, {role: await server.url(s) for role, s in roles.items()}
+        finally:
+            await server.release()
+
+    def _start_server(self) -> Any:
+        from agents.llm.vllm_server import PolicyServer
+        from training.checkpoints import find_checkpoint
+
+        ckpt = find_checkpoint(self.config.model)
+        base = ckpt.load_spec()[0] if ckpt is not None else self.config.model
+        self.log(f"[evolve {self.name}] starting a vLLM server on {base} (LoRA adapters loaded per round)")
+        self._server = PolicyServer.start(base, **self.config.vllm)
+        return self._server
+
+    def stop_server(self) -> None:
+        """Stop the vLLM server of ``engine: vllm`` (if one was started)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
 
     def episodes(self, run_id: str) -> list[Trajectory]:
         from memory.base import TrajectoryQuery
@@ -310,11 +374,14 @@ class Evolution:
     def run(self) -> dict[str, Any]:
         """Every round not finished yet; then the report. Returns the state."""
         c = self.config
-        base = self.stage("r0/evaluate", lambda: self.rollout(f"{self.name}-r0-eval", c.evaluate, c.model, {}, 0))
-        self.state.setdefault("bar", base["success"])
-        for k in range(1, c.rounds + 1):
-            self.round(k)
-            self.report()
+        try:
+            base = self.stage("r0/evaluate", lambda: self.rollout(f"{self.name}-r0-eval", c.evaluate, c.model, {}, 0))
+            self.state.setdefault("bar", base["success"])
+            for k in range(1, c.rounds + 1):
+                self.round(k)
+                self.report()
+        finally:
+            self.stop_server()
         self.state["finished"] = True
         self.save()
         self.report()

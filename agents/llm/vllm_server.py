@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.llm.base import OpenAIConfig, VLLMServerConfig
+from agents.llm.base import ChatModel, OpenAIConfig, VLLMServerConfig
 from autodidact.config import home
 from autodidact.errors import ModelLoadError
 from autodidact.types import Completion, Message, SamplingParams
@@ -261,6 +261,11 @@ class VLLMServerChatModel:
                     out[i] = c
         return out
 
+    @property
+    def adapters(self) -> dict[str, str]:
+        """The adapters loaded now: name → dir."""
+        return dict(self._adapters)
+
     async def load_adapter(self, name: str, path: str) -> None:
         """Load a PEFT adapter dir into the running server under ``name`` (kept across restarts)."""
         await self._ensure_running()
@@ -312,3 +317,84 @@ def serve_vllm(config: VLLMServerConfig) -> None:
         pass
     finally:
         server.stop()
+
+
+class PolicyServer:
+    """One vLLM server for a run of rounds: the base model loaded once, each round's LoRA
+    checkpoint loaded into it by name (``/v1/load_lora_adapter``) and the previous one unloaded,
+    no restart (what ``autodidact evolve`` does with ``engine: vllm``).
+
+    A policy is any ``--model`` spec on the server's base: the base itself, or a LoRA checkpoint
+    trained from it (served under the checkpoint's name). A spec on another base, or a full
+    fine-tune, is refused: it would need another server.
+
+    Example:
+        >>> host = PolicyServer.start("qwen2.5-coder-0.5b")  # doctest: +SKIP
+        >>> chat = await host.policy("my-evolve-r1-sft")  # doctest: +SKIP
+        >>> await host.release()  # before this event loop ends  # doctest: +SKIP
+        >>> host.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, chat: VLLMServerChatModel) -> None:
+        from agents.llm.hf_local import resolve_weights
+
+        if not chat.config.enable_lora:
+            raise ModelLoadError("a PolicyServer needs a vLLM server started with enable_lora=True")
+        self.chat = chat
+        self.base = chat.config.model
+        self.weights = resolve_weights(self.base)
+
+    @classmethod
+    def start(cls, base: str, **fields: Any) -> PolicyServer:
+        """Start a server on ``base`` with LoRA on (``fields``: more :class:`VLLMServerConfig` fields)."""
+        return cls(VLLMServerChatModel(VLLMServerConfig(model=base, enable_lora=True, **fields)))
+
+    def _adapter_of(self, spec: str) -> str | None:
+        """The adapter dir of ``spec`` (``None``: the base itself), checked to be on this base."""
+        from agents.llm.base import TransformersConfig, resolve_model
+        from agents.llm.hf_local import resolve_weights
+
+        cfg = resolve_model(spec)
+        if not isinstance(cfg, TransformersConfig) or resolve_weights(cfg.path) != self.weights:
+            raise ModelLoadError(
+                f"policy {spec!r} is not {self.base!r} or a LoRA checkpoint trained from it; the vLLM "
+                "engine serves one base model (use engine: transformers, or start from that model)"
+            )
+        return cfg.adapter
+
+    async def policy(self, spec: str, *, keep: Sequence[str] = ()) -> ChatModel:
+        """``spec`` as a chat model on this server: its adapter loaded under the name ``spec``
+        (if not loaded yet), and every other loaded adapter not in ``keep`` unloaded."""
+        from agents.llm.base import AdapterView
+
+        adapter = self._adapter_of(spec)
+        wanted = {spec, *keep}
+        for name in [n for n in self.chat.adapters if n not in wanted]:
+            await self.chat.unload_adapter(name)
+        if adapter is None:
+            return self.chat
+        if spec not in self.chat.adapters:
+            await self.chat.load_adapter(spec, adapter)
+        return AdapterView(self.chat, spec)
+
+    async def url(self, spec: str) -> str:
+        """A ``URL#name`` model spec of ``spec`` on this server (for a role's own model); its
+        adapter is loaded if it was not."""
+        adapter = self._adapter_of(spec)
+        if adapter is None:
+            return f"{self.chat.server.base_url}#{self.chat.config.served_name}"
+        if spec not in self.chat.adapters:
+            await self.chat.load_adapter(spec, adapter)
+        return f"{self.chat.server.base_url}#{spec}"
+
+    def loaded(self) -> list[str]:
+        """The adapters loaded now, by name."""
+        return sorted(self.chat.adapters)
+
+    async def release(self) -> None:
+        """Close this event loop's connections (the server keeps running)."""
+        await self.chat.client.aclose()
+
+    def stop(self) -> None:
+        """Stop the server."""
+        self.chat.server.stop()

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from agents.llm.base import VLLMServerConfig, resolve_model
+from agents.llm.base import AdapterView, VLLMServerConfig, resolve_model
 from agents.llm.http import HTTPClient
-from agents.llm.vllm_server import ManagedVLLMServer, VLLMServerChatModel, vllm_python
+from agents.llm.vllm_server import ManagedVLLMServer, PolicyServer, VLLMServerChatModel, vllm_python
 from autodidact.errors import ModelLoadError
 from autodidact.types import Message, SamplingParams
 from tests.conftest import save_random_lora
@@ -118,6 +118,62 @@ async def test_a_server_killed_mid_run_is_started_again_and_the_run_goes_on(serv
     outs = await pending
     assert server.server.starts == starts + 1 and server.server.alive()
     assert [c.error for [c] in outs] == [None, None, None]  # each was sent again after the restart
+
+
+class AdapterLedger:
+    """Stands in for a VLLMServerChatModel's adapter calls (the real ones are tested above)."""
+
+    def __init__(self, *, enable_lora: bool = True) -> None:
+        self.config = VLLMServerConfig(model="embedded", enable_lora=enable_lora)
+        self.server = ManagedVLLMServer(self.config, Path("/nowhere"))
+        self.loaded: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.name = "ledger"
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        return dict(self.loaded)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        self.calls.append(("load", name))
+        self.loaded[name] = path
+
+    async def unload_adapter(self, name: str) -> None:
+        self.calls.append(("unload", name))
+        del self.loaded[name]
+
+
+async def test_a_policy_server_swaps_adapters_by_checkpoint_name(lora_adapters, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from training.checkpoints import register_checkpoint
+
+    for name, path in zip(("ck1", "ck2"), lora_adapters, strict=True):
+        register_checkpoint(name, path, kind="lora", base_model="embedded")
+    ledger = AdapterLedger()
+    host = PolicyServer(ledger)  # type: ignore[arg-type]
+    first = await host.policy("ck1")
+    assert isinstance(first, AdapterView) and first.adapter == "ck1" and host.loaded() == ["ck1"]
+    assert ledger.loaded["ck1"] == str(lora_adapters[0].absolute())
+    await host.policy("ck2", keep=["ck1"])  # a role's adapter stays loaded beside the policy's
+    assert host.loaded() == ["ck1", "ck2"]
+    second = await host.policy("ck2")  # the old round's adapter is unloaded, the new one kept
+    assert isinstance(second, AdapterView) and host.loaded() == ["ck2"]
+    assert await host.url("ck1") == f"{ledger.server.base_url}#ck1" and host.loaded() == ["ck1", "ck2"]
+    assert await host.policy("embedded") is ledger and host.loaded() == []  # the base: no adapter
+    assert ledger.calls == [
+        ("load", "ck1"),
+        ("load", "ck2"),
+        ("unload", "ck1"),
+        ("load", "ck1"),
+        ("unload", "ck2"),
+        ("unload", "ck1"),
+    ]
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"not 'embedded' or a LoRA checkpoint trained from it"):
+        await host.policy(str(other))
+    with pytest.raises(ModelLoadError, match="enable_lora=True"):
+        PolicyServer(AdapterLedger(enable_lora=False))  # type: ignore[arg-type]
 
 
 def test_no_vllm_python_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -251,3 +251,52 @@ def test_curriculum_tasks_join_the_rounds_training_data(_isolated_home: Path, mo
     state = evo.run()
     assert made == [(1, "embedded")] and runs == [["cu-r1-collect", "cu-r1-curriculum"]]
     assert state["stages"]["r1/curriculum"]["kept"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("vllm")  # beside the other vLLM server tests: one server at a time on 2 cores
+def test_evolve_on_vllm_serves_each_rounds_adapter_from_one_server(
+    _isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from agents.llm.vllm_server import PolicyServer, vllm_python
+    from autodidact.errors import ModelLoadError
+
+    try:
+        vllm_python()
+    except ModelLoadError:
+        pytest.skip("vLLM is not installed (make vllm builds .venv-vllm)")
+    seen: list[tuple[str, list[str], Any]] = []
+    policy = PolicyServer.policy
+
+    async def recorded(self: PolicyServer, spec: str, *, keep: Any = ()) -> Any:
+        chat = await policy(self, spec, keep=keep)
+        seen.append((spec, self.loaded(), self.chat.server))
+        return chat
+
+    monkeypatch.setattr(PolicyServer, "policy", recorded)
+    raw = yaml.safe_load(TINY_EVOLVE)
+    raw.update(name="v", engine="vllm", vllm={"max_model_len": 2048, "kv_cache_gb": 1, "startup_timeout_s": 600})
+    raw["collect"].update(limit=4, samples_per_task=2, concurrency=8, sampling={"temperature": 0.8, "max_tokens": 64})
+    raw["evaluate"].update(sampling={"max_tokens": 64})
+    raw["train"].update(max_steps=2)
+    with open_store(str(_isolated_home / "autodidact.db")) as store:
+        evo = Evolution(EvolveConfig.model_validate(raw), store, progress=False, log=lambda _: None)
+        state = evo.run()
+        evaluated = [t for t in store.query(TrajectoryQuery(run_id="v-r1-eval")) if t.parent_id is None]
+    assert state["stages"]["r1/train/sft"]["checkpoint"] == "v-r1-sft", state["stages"]["r1/train/sft"]
+    # r0 evaluation and r1 collection on the base; r1's candidate from its adapter, loaded by name
+    assert [(spec, loaded) for spec, loaded, _ in seen] == [
+        ("embedded", []),
+        ("embedded", []),
+        ("v-r1-sft", ["v-r1-sft"]),
+    ]
+    server = seen[0][2]
+    assert all(s is server for _, _, s in seen) and server.starts == 1  # one server, never restarted
+    assert not server.alive() and evo._server is None  # stopped when evolve ended
+    assert len(evaluated) == 2
+    for t in evaluated:
+        assert t.policy.model == "v-r1-sft" and t.policy.adapter == "v-r1-sft"
+        assert t.policy.backend == "vllm-server:embedded+v-r1-sft"
+        assert t.steps and all(s.error is None for s in t.steps) and t.steps[0].completion.strip()
