@@ -203,8 +203,9 @@ async def close_browsers() -> None:
         spare[0].cancel()
         with contextlib.suppress(BaseException):
             await spare[0]
-    if _CLOSING:
-        await asyncio.gather(*list(_CLOSING), return_exceptions=True)
+    mine = [t for t in _CLOSING if t.get_loop() is loop]  # another loop's closings are that loop's to await
+    if mine:
+        await asyncio.gather(*mine, return_exceptions=True)
     held = _BROWSERS.pop(loop, None)
     if held is not None:
         await _stop(held)

@@ -351,3 +351,31 @@ async def test_seeds_make_miniwob_goals_reproducible() -> None:
     finally:
         await env.close()
     assert a == b and a != c
+
+
+def test_closing_one_loops_browsers_ignores_another_loops_pending_closes() -> None:
+    """A context still closing on another event loop (a test's, a server thread's) must not make
+    ``close_browsers`` on this loop fail: `evolve` runs one loop per stage in a process that may
+    have others."""
+    from environments.web.browser import _CLOSING, close_browsers, close_context
+
+    other = asyncio.new_event_loop()
+    never = other.create_future()
+
+    class Stuck:
+        async def close(self) -> None:
+            await never
+
+    async def start_closing() -> None:
+        close_context(Stuck())
+        await asyncio.sleep(0)  # the close task starts and waits on `never`
+
+    other.run_until_complete(start_closing())
+    try:
+        assert any(t.get_loop() is other for t in _CLOSING)
+        asyncio.run(close_browsers())  # raised "attached to a different loop" before
+    finally:
+        never.set_result(None)
+        other.run_until_complete(asyncio.sleep(0.01))
+        other.close()
+    assert not any(t.get_loop() is other for t in _CLOSING)
