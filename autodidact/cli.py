@@ -23,7 +23,6 @@ one-line ``error: ...`` on stderr and exit code 2; nothing is half-written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import sys
@@ -35,8 +34,6 @@ import typer
 from autodidact.errors import AutodidactError, ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from rich.text import Text
 
 app = typer.Typer(
@@ -127,7 +124,10 @@ def run(
     store: StoreOpt = None,
 ) -> None:
     """Run a graph over a suite's tasks; store every episode; print a table and the success rate."""
+    import signal
+
     from agents.llm.base import resolve_model
+    from agents.llm.vllm_server import signals_unwind
     from agents.rollout import RunConfig, RunResult, run_rollout
     from autodidact.config import parse
     from environments.tasks import load_suite
@@ -183,7 +183,7 @@ def run(
         finally:
             await chat_model.aclose()
 
-    with _sigterm_as_interrupt(), open_store(store) as st:
+    with signals_unwind(signal.SIGTERM), open_store(store) as st:  # a managed vLLM server is stopped
         if ray is None:
             result = asyncio.run(main(st))
         else:
@@ -308,6 +308,9 @@ def evolve(
     store: StoreOpt = None,
 ) -> None:
     """Rounds of collect → train → evaluate on held-out tasks → promote if not worse; writes a report."""
+    import signal
+
+    from agents.llm.vllm_server import signals_unwind
     from autodidact.config import parse
     from memory.base import open_store
     from training.evolve import Evolution, EvolveConfig, resume_config
@@ -319,7 +322,7 @@ def evolve(
     else:
         cfg = parse(EvolveConfig, config, list(set_ or []), **({"name": name} if name else {}))
     console = _console()
-    with _sigterm_as_interrupt(), open_store(store) as st:
+    with signals_unwind(signal.SIGTERM), open_store(store) as st:  # evolve's vLLM server is stopped
         evo = Evolution(cfg, st, log=lambda line: console.print(_text(line)))
         console.print(_text("evolve ", (evo.name, "bold"), f": state and report in {evo.dir}"))
         state = evo.run()
@@ -847,28 +850,6 @@ def skills_retire(
         except KeyError as e:
             raise ConfigError(str(e.args[0])) from None
     _console().print(_text(f"{skill.id}: {skill.status}"))
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within: SIGTERM (``kill``, a process manager) unwinds like Ctrl-C, so ``finally`` blocks
-    run: a managed vLLM server is stopped, the store closed. Python's default would exit at once
-    and leave the server's process group running. Main thread only (a no-op elsewhere)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    before = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def main() -> None:

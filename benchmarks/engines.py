@@ -83,6 +83,9 @@ class CT2Model:
     async def _batch(self, conversations: Any, sampling: SamplingParams, *, adapter: str | None = None) -> list[Any]:
         from autodidact.types import Completion
 
+        if sampling.temperature > 0:  # the benchmark decodes greedily; nothing else is wired
+            raise ValueError("CT2Model decodes greedily only (temperature 0)")
+
         texts = [
             str(
                 self.tokenizer.apply_chat_template(

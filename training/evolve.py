@@ -50,13 +50,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from autodidact.config import home, merged
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Trajectory, new_id
+
+if TYPE_CHECKING:
+    from agents.llm.vllm_server import PolicyServer
 
 METHODS = ("sft", "revision", "webrl", "dpo")
 STATE_FILE = "state.json"
@@ -221,7 +224,7 @@ class Evolution:
         self.progress = progress
         self.log = log
         self.state: dict[str, Any] = self._load()
-        self._server: Any = None  # the PolicyServer of engine: vllm, started at the first rollout
+        self._server: PolicyServer | None = None  # engine: vllm's server, started at the first rollout
 
     def _load(self) -> dict[str, Any]:
         path = self.dir / STATE_FILE
@@ -307,22 +310,22 @@ class Evolution:
             finally:
                 await chat.aclose()
             return
-        server = self._server or await asyncio.to_thread(self._start_server)
+        server = self._server if self._server is not None else await asyncio.to_thread(self._start_server)
         try:
             chat = await server.policy(spec, keep=list(roles.values()))
             yield chat, {role: await server.url(s) for role, s in roles.items()}
         finally:
             await server.release()
 
-    def _start_server(self) -> Any:
+    def _start_server(self) -> PolicyServer:
         from agents.llm.vllm_server import PolicyServer
         from training.checkpoints import find_checkpoint
 
         ckpt = find_checkpoint(self.config.model)
         base = ckpt.load_spec()[0] if ckpt is not None else self.config.model
         self.log(f"[evolve {self.name}] starting a vLLM server on {base} (LoRA adapters loaded per round)")
-        self._server = PolicyServer.start(base, **self.config.vllm)
-        return self._server
+        server = self._server = PolicyServer.start(base, **self.config.vllm)
+        return server
 
     def stop_server(self) -> None:
         """Stop the vLLM server of ``engine: vllm`` (if one was started)."""

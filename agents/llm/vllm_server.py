@@ -33,8 +33,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,25 +299,42 @@ def serve_vllm(config: VLLMServerConfig) -> None:
     if not isinstance(weights, Path):
         raise ModelLoadError(f"the managed vLLM server serves local models; {config.model!r} is not one")
     server = ManagedVLLMServer(config, weights)
-
-    def stop_here(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt  # SIGTERM (a process manager) or SIGINT even where a shell ignored it
-
-    # The server runs in its own session: without these, a SIGTERM here would leave it running.
-    signal.signal(signal.SIGTERM, stop_here)
-    signal.signal(signal.SIGINT, stop_here)
     print(f"starting vLLM on {config.model} (log: {server.log_path})", file=sys.stderr)
+    # The server runs in its own session: without this, a SIGTERM here would leave it running; SIGINT
+    # too, since a shell's background job ignores it.
+    with signals_unwind(signal.SIGTERM, signal.SIGINT):
+        try:
+            server.start()
+            lora = " with LoRA hot-swap (/v1/load_lora_adapter)" if config.enable_lora else ""
+            print(f"vLLM serves {config.served_name!r} at {server.base_url}{lora}; Ctrl-C stops it", file=sys.stderr)
+            while server.alive():
+                time.sleep(1)
+            raise ModelLoadError(f"the vLLM server exited; its log ends with:\n{server.log_tail()}")
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def signals_unwind(*signums: int) -> Iterator[None]:
+    """Within: each of ``signums`` (SIGTERM from ``kill`` or a process manager) unwinds like
+    Ctrl-C, so ``finally`` blocks run and a managed server is stopped; Python's default for
+    SIGTERM would exit at once and leave the server's process group running. The handlers are
+    put back afterwards. Main thread only (a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = {n: signal.signal(n, interrupt) for n in signums}
     try:
-        server.start()
-        lora = " with LoRA hot-swap (/v1/load_lora_adapter)" if config.enable_lora else ""
-        print(f"vLLM serves {config.served_name!r} at {server.base_url}{lora}; Ctrl-C stops it", file=sys.stderr)
-        while server.alive():
-            time.sleep(1)
-        raise ModelLoadError(f"the vLLM server exited; its log ends with:\n{server.log_tail()}")
-    except KeyboardInterrupt:
-        pass
+        yield
     finally:
-        server.stop()
+        for n, handler in before.items():
+            signal.signal(n, handler)
 
 
 class PolicyServer:
@@ -362,30 +380,28 @@ class PolicyServer:
             )
         return cfg.adapter
 
+    async def _load(self, spec: str, adapter: str | None) -> None:
+        """Load ``adapter`` under the name ``spec`` unless it is loaded (``None``: the base)."""
+        if adapter is not None and spec not in self.chat.adapters:
+            await self.chat.load_adapter(spec, adapter)
+
     async def policy(self, spec: str, *, keep: Sequence[str] = ()) -> ChatModel:
         """``spec`` as a chat model on this server: its adapter loaded under the name ``spec``
         (if not loaded yet), and every other loaded adapter not in ``keep`` unloaded."""
         from agents.llm.base import AdapterView
 
         adapter = self._adapter_of(spec)
-        wanted = {spec, *keep}
-        for name in [n for n in self.chat.adapters if n not in wanted]:
+        for name in [n for n in self.chat.adapters if n not in {spec, *keep}]:
             await self.chat.unload_adapter(name)
-        if adapter is None:
-            return self.chat
-        if spec not in self.chat.adapters:
-            await self.chat.load_adapter(spec, adapter)
-        return AdapterView(self.chat, spec)
+        await self._load(spec, adapter)
+        return self.chat if adapter is None else AdapterView(self.chat, spec)
 
     async def url(self, spec: str) -> str:
         """A ``URL#name`` model spec of ``spec`` on this server (for a role's own model); its
         adapter is loaded if it was not."""
         adapter = self._adapter_of(spec)
-        if adapter is None:
-            return f"{self.chat.server.base_url}#{self.chat.config.served_name}"
-        if spec not in self.chat.adapters:
-            await self.chat.load_adapter(spec, adapter)
-        return f"{self.chat.server.base_url}#{spec}"
+        await self._load(spec, adapter)
+        return f"{self.chat.server.base_url}#{self.chat.config.served_name if adapter is None else spec}"
 
     def loaded(self) -> list[str]:
         """The adapters loaded now, by name."""

@@ -38,25 +38,3 @@ def test_bad_input_is_one_line_and_nonzero(_isolated_home: Path, args: list[str]
     assert line.startswith("error: ") and message in line
     with open_store() as store:
         assert store.count() == 0 and store.runs() == []  # nothing half-written
-
-
-def test_sigterm_unwinds_like_ctrl_c_so_finally_blocks_run() -> None:
-    import os
-    import signal
-    import threading
-    import time
-
-    from autodidact.cli import _sigterm_as_interrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers are set from the main thread only")
-    before = signal.getsignal(signal.SIGTERM)
-    cleaned = []
-    with pytest.raises(KeyboardInterrupt), _sigterm_as_interrupt():
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(10)  # the signal arrives first: Python runs the handler between bytecodes
-        finally:
-            cleaned.append("server stopped")
-    assert cleaned == ["server stopped"]
-    assert signal.getsignal(signal.SIGTERM) is before  # put back afterwards

@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from agents.llm.base import AdapterView, VLLMServerConfig, resolve_model
 from agents.llm.http import HTTPClient
-from agents.llm.vllm_server import ManagedVLLMServer, PolicyServer, VLLMServerChatModel, vllm_python
+from agents.llm.vllm_server import ManagedVLLMServer, PolicyServer, VLLMServerChatModel, signals_unwind, vllm_python
 from autodidact.errors import ModelLoadError
 from autodidact.types import Message, SamplingParams
 from tests.conftest import save_random_lora
@@ -209,3 +209,21 @@ def test_a_port_another_server_answers_on_is_refused(monkeypatch: pytest.MonkeyP
         with pytest.raises(ModelLoadError, match=rf"port {port} is taken by another server"):
             server.start()
         assert server.proc is None  # nothing was started
+
+
+def test_sigterm_unwinds_like_ctrl_c_so_finally_blocks_run() -> None:
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set from the main thread only")
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt), signals_unwind(signal.SIGTERM):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the signal arrives first: Python runs the handler between bytecodes
+        finally:
+            cleaned.append("server stopped")
+    assert cleaned == ["server stopped"]
+    assert signal.getsignal(signal.SIGTERM) is before  # put back afterwards
