@@ -48,6 +48,8 @@ from environments.web.observe import Rendered, elements, render
 from environments.web.safety import check_url
 
 ACTION_TIMEOUT_MS = 3000
+SNAPSHOT_TRIES = 5  # reads of a page that keeps navigating before its observation is taken as it is
+_DOCUMENT = "[performance.timeOrigin, document.readyState, location.href, document.title]"
 
 
 class WebEnvironment:
@@ -242,8 +244,7 @@ class WebEnvironment:
         page = self._page
         assert self._backend is not None
         try:
-            snap, title = await asyncio.gather(self._backend.root(page).aria_snapshot(mode="ai"), page.title())
-            url = page.url
+            snap, url, title = await self._snapshot()
         except Exception as e:
             snap, url, title = "", getattr(page, "url", ""), ""
             error = (error + "; " if error else "") + f"the page could not be read: {_playwright_error(e)}"
@@ -258,6 +259,46 @@ class WebEnvironment:
         if self.screenshot:
             data["screenshot"] = base64.b64encode(await page.screenshot(type="png")).decode()
         return Observation(text=text, data=data)
+
+    async def _snapshot(self) -> tuple[str, str, str]:
+        """The page's tree, URL and title, all of one parsed document.
+
+        A navigation may commit at any moment (a form submitted by Enter, a script's timer): a
+        snapshot taken then is of a half-parsed page, or of the old page under the new URL. So the
+        document is read before and after the snapshot, and the snapshot is taken again (after the
+        new document is parsed) until both reads name the same document.
+        """
+        page = self._page
+        before = await self._document()
+        for _ in range(SNAPSHOT_TRIES):
+            snap = await self._backend.root(page).aria_snapshot(mode="ai")
+            after = await self._document()
+            if after is None or before is None or after[:2] == before[:2]:
+                break
+            before = after
+        if after is None:
+            return snap, page.url, await page.title()
+        return snap, after[1], after[2]
+
+    async def _document(self) -> tuple[float, str, str] | None:
+        """(time origin, URL, title) of the current document once parsed, or None if unreadable.
+
+        The time origin is unique to each navigation: two reads of one document give the same pair
+        of origin and URL.
+        """
+        page = self._page
+        for _ in range(SNAPSHOT_TRIES):
+            try:
+                doc = await page.evaluate(_DOCUMENT)
+                if doc[1] != "loading":
+                    return float(doc[0]), str(doc[2]), str(doc[3])
+            except Exception:  # the document was replaced during the call
+                pass
+            try:
+                await page.wait_for_load_state("domcontentloaded")
+            except Exception:
+                return None
+        return None
 
 
 def _playwright_error(e: Exception) -> str:

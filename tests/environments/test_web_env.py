@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,6 +152,14 @@ class LabSite:
         if request.path == "/popup":
             body = "<a href='/lab/long' target=_blank>Open long</a><button onclick=\"window.open('/lab/long')\">Pop</button>"
             return Response(page("Popup", body, site="lab"))
+        if request.path == "/late":  # navigates after the click has returned
+            body = "<button onclick=\"setTimeout(() => location.href = '/lab/slow', 300)\">Later</button>"
+            return Response(page("Late", body, site="lab"))
+        if request.path == "/slow":  # parsing stops at the script for a second
+            return Response(page("Slow", "<p>Top</p><script src='/lab/wait.js'></script><p>Bottom</p>", site="lab"))
+        if request.path == "/wait.js":
+            time.sleep(1.0)
+            return Response("", content_type="text/javascript")
         if request.path == "/download":
             return Response("data", content_type="application/octet-stream")
         if request.path == "/long":
@@ -248,6 +257,29 @@ async def test_popups_are_closed_and_downloads_refused(outside: _Outside) -> Non
             await asyncio.sleep(0.1)
         [download] = downloads  # Playwright reports the attempt; with downloads off nothing is saved
         assert download.url.endswith("/lab/download") and await download.failure() is not None
+    finally:
+        await env.close()
+
+
+async def test_an_observation_is_of_one_parsed_document_while_the_page_navigates(outside: _Outside) -> None:
+    """A navigation that commits between the action and the snapshot (here a script's timer, in
+    CI a form submitted by Enter under load) must give the old page or the whole new one, under
+    its own URL: never a half-parsed page, never the old page under the new URL."""
+    env = WebEnvironment()
+    try:
+        obs = await env.reset(lab_task("/late"))
+        await env.step(make_action("click", find(obs, "button", "Later")))
+        seen = []
+        for _ in range(100):
+            obs = await env._observe()  # as every step ends, but without an action that waits for loading
+            url = str(obs.data["url"])
+            seen.append(url)
+            if url.endswith("/lab/slow"):
+                assert "Bottom" in obs.text and obs.data["title"] == "Slow", obs.text
+                break
+            assert url.endswith("/lab/late") and "Later" in obs.text and obs.data["title"] == "Late", obs.text
+            await asyncio.sleep(0.01)
+        assert seen[-1].endswith("/lab/slow"), seen
     finally:
         await env.close()
 
