@@ -49,6 +49,7 @@ from agents.rollout import (
     RunConfig,
     RunResult,
     close_shared_workers,
+    env_options,
     episode_id,
     plan_run,
     progress_bar,
@@ -185,7 +186,7 @@ class RolloutDriver:
         store = await asyncio.to_thread(open_store, self.store_url)
         workers = itertools.cycle([ray.get_actor(name) for name in self.env_workers])
         tally = ray.get_actor(self.tally) if self.tally else None
-        options = {"max_attempts": self.cfg.max_steps}
+        options = env_options(self.cfg)
 
         def remote_env() -> Environment:
             return RemoteEnvironment(next(workers), self.cfg.env, options)

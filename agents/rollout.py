@@ -111,6 +111,10 @@ class RunConfig(BaseModel):
     sampling: SamplingParams = DEFAULT_SAMPLING
     samples_per_task: int = Field(1, ge=1)
     max_steps: int = Field(1, ge=1, description="model calls per episode: attempts for code [1], actions for web [15]")
+    env_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the environment's own settings, e.g. feedback=hidden (code), budget=4000 (web)",
+    )
     concurrency: int = Field(8, ge=1, description="episodes in flight at most")
     episode_timeout_s: float = Field(
         600.0, gt=0, description="a whole episode; past it the episode is recorded as timed out"
@@ -168,6 +172,27 @@ class RunResult:
     @property
     def success_rate(self) -> float:
         return sum(t.success for t in self.episodes) / max(1, len(self.episodes))
+
+
+def env_options(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword arguments of the run's environment: its per-episode budget and ``env_options``."""
+    return {"max_attempts": cfg.max_steps, **cfg.env_options}
+
+
+def _check_env_options(cfg: RunConfig) -> None:
+    """``env_options`` the environment does not take, or values it refuses: a ConfigError now."""
+    import inspect
+
+    cls = registry.load("environment", cfg.env)
+    params = inspect.signature(cls).parameters
+    unknown = sorted(k for k in cfg.env_options if k not in params)
+    if unknown:
+        takes = ", ".join(k for k in params if k not in ("self", "max_attempts", "sandbox"))
+        raise ConfigError(f"env_options: {cfg.env} environments take no {unknown}; they take: {takes}")
+    try:
+        registry.make("environment", cfg.env, **env_options(cfg))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"env_options: {e}") from e
 
 
 def episode_id(run_id: str, task: Task, sample: int) -> str:
@@ -230,9 +255,7 @@ async def run_episode(
     in this process; :mod:`agents.cluster` passes one that lives in a Ray actor).
     """
     episode = episode or new_id()
-    env: Environment = (
-        make_env() if make_env is not None else registry.make("environment", cfg.env, max_attempts=cfg.max_steps)
-    )
+    env: Environment = make_env() if make_env is not None else registry.make("environment", cfg.env, **env_options(cfg))
     if skills:
         env = SkillEnvironment(env, skills)
     context = getattr(graph, "context_schema", None) or SolverContext  # each graph's own context type
@@ -438,6 +461,7 @@ def plan_run(cfg: RunConfig, tasks: Sequence[Task] | None, resume: bool) -> tupl
     if resume and cfg.run_id is None:
         raise ConfigError("resume needs the run id: RunConfig(run_id=...)")
     graph_context(cfg)
+    _check_env_options(cfg)
     if tasks is None:
         tasks = load_suite(cfg.suite, split=cfg.split, limit=cfg.limit, seed=cfg.task_seed)
     return list(tasks), cfg.run_id or new_id()[:12]

@@ -91,7 +91,7 @@ def run(
     env: Annotated[str | None, typer.Option(help="environment id [default: code]")] = None,
     suite: Annotated[str | None, typer.Option(help="suite id or .jsonl path [default: bundled]")] = None,
     limit: Annotated[int | None, typer.Option(help="first N tasks")] = None,
-    split: Annotated[str | None, typer.Option(help="train, test or all [default: all]")] = None,
+    split: Annotated[str | None, typer.Option(help="train, val, test, hard or all [default: all]")] = None,
     model: Annotated[str | None, typer.Option(help="embedded, checkpoint name, path, HF id or server URL")] = None,
     graph: Annotated[
         str | None, typer.Option(help="react, reflexion, magicore, lookahead or mcts [default: react]")
@@ -307,7 +307,7 @@ def evolve(
     resume: Annotated[str | None, typer.Option(help="continue this evolve run with its stored config")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Rounds of collect → train → evaluate on held-out tasks → promote if not worse; writes a report."""
+    """Rounds of collect → train → evaluate on several suites → promote if not worse on val; writes a report."""
     import signal
 
     from agents.llm.vllm_server import signals_unwind
@@ -326,13 +326,8 @@ def evolve(
         evo = Evolution(cfg, st, log=lambda line: console.print(_text(line)))
         console.print(_text("evolve ", (evo.name, "bold"), f": state and report in {evo.dir}"))
         state = evo.run()
-    for k in range(1, cfg.rounds + 1):
-        gate = state["stages"].get(f"r{k}/gate", {})
-        if "after" in gate:
-            verdict = "promoted" if gate["promoted"] else "refused"
-            console.print(f"round {k}: held-out success {gate['before']:.1%} → {gate['after']:.1%} ({verdict})")
-        else:
-            console.print(_text(f"round {k}: {gate.get('reason', 'not run')}"))
+    for line in evo.summary():
+        console.print(_text(line))
     console.print(
         _text("policy now: ", (str(state["incumbent"]["model"]), "bold"), f"\nreport: {evo.dir / 'report.html'}")
     )
@@ -439,7 +434,7 @@ def eval_(
     env: Annotated[str, typer.Option(help="environment id")] = "code",
     suite: Annotated[str, typer.Option(help="suite id or .jsonl path")] = "bundled",
     policy: Annotated[str, typer.Option(help="scripted policy: reference, or mutant (must fail)")] = "reference",
-    split: Annotated[str, typer.Option(help="train, test or all")] = "all",
+    split: Annotated[str, typer.Option(help="train, val, test, hard or all")] = "all",
     limit: Annotated[int | None, typer.Option(help="first N tasks")] = None,
     concurrency: Annotated[int, typer.Option(help="episodes in flight")] = 2,
     sandbox: Annotated[str | None, typer.Option(help="sandbox backend for code: process or docker")] = None,
@@ -451,10 +446,10 @@ def eval_(
 
     from autodidact import registry
     from environments.evaluate import evaluate
-    from environments.tasks import load_suite
+    from environments.tasks import SPLITS, load_suite
 
-    if split not in ("train", "test", "all"):
-        raise ConfigError(f"--split must be train, test or all, not {split!r}")
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)} or all, not {split!r}")
     tasks = load_suite(suite, split=split, limit=limit)  # type: ignore[arg-type]
     scripted = registry.make("policy", f"{env}:{policy}")
     env_kwargs = {"sandbox": registry.make("sandbox", sandbox)} if sandbox else {}

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
-Split = Literal["train", "test"]
+Split = Literal["train", "val", "test", "hard"]  # see environments.tasks
 Role = Literal["system", "user", "assistant", "tool"]
 
 

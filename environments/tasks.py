@@ -15,7 +15,10 @@ Any ``.jsonl`` (or ``.jsonl.gz``) path is a user suite. Each line is one JSON ob
 - ``solution``: a reference answer (``autodidact eval --policy reference`` checks it passes);
 - ``visible_tests``: a list of assert statements calling the function by name, which the
   agent may run;
-- ``split`` (``train``/``test``) and ``skill``: optional labels.
+- ``split`` and ``skill``: optional labels. A split is ``train`` (learn from it), ``val`` (pick
+  models on it: ``autodidact evolve``'s gate), ``test`` (report it; drawn like ``train``) or
+  ``hard`` (held out and harder than ``train``: far transfer, reported on its own); the bundled
+  suite's are made by :mod:`environments.code.splits`.
 
 A bad line is a :class:`~autodidact.errors.TaskDataError` naming the file, line and field.
 
@@ -44,7 +47,8 @@ from autodidact import registry
 from autodidact.errors import NotRegisteredError, TaskDataError
 from autodidact.types import Split, Task
 
-SplitFilter = Literal["train", "test", "all"]
+SPLITS = ("train", "val", "test", "hard")
+SplitFilter = Literal["train", "val", "test", "hard", "all"]
 _REQUIRED = ("id", "prompt", "entry_point", "test")
 
 
@@ -67,8 +71,8 @@ def code_tasks_from_rows(rows: Iterable[dict[str, Any]], suite: str, source: str
                 f"{source}:{n}: missing or empty field(s) {', '.join(missing)}; each line needs {', '.join(_REQUIRED)}"
             )
         split = row.get("split") or stable_split(f"{suite}/{row['id']}")
-        if split not in ("train", "test"):
-            raise TaskDataError(f"{source}:{n}: split must be 'train' or 'test', not {split!r}")
+        if split not in SPLITS:
+            raise TaskDataError(f"{source}:{n}: split must be one of {', '.join(SPLITS)}, not {split!r}")
         task_id = f"{suite}/{row['id']}"
         if task_id in seen:
             raise TaskDataError(f"{source}:{n}: duplicate task id {row['id']!r}")

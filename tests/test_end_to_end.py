@@ -108,7 +108,7 @@ def test_run_store_train_and_run_the_checkpoint(_isolated_home: Path) -> None:
     listing = cli(home, "trajectories", "list").stdout
     assert "e2e-after" in listing and "e2e-he" in listing
     shown = cli(home, "trajectories", "show", successes[0].id[:10]).stdout
-    assert successes[0].task.id in shown and "hidden tests passed." in shown
+    assert successes[0].task.id in shown and "visible tests passed." in shown
     exported = home / "e2e.jsonl"
     cli(home, "trajectories", "export", "--run", "e2e", "--out", str(exported))
     assert len(exported.read_text().splitlines()) == 6

@@ -2,28 +2,38 @@
 
 A round, with the *incumbent* policy (round 1: ``model``):
 
-1. **collect** — run the incumbent (and its role adapters) on the training split
-   (``collect``, a :class:`~agents.rollout.RunConfig` on top of the run defaults); with
-   ``curriculum.enabled``, also on new tasks it wrote from the ones it failed
-   (:mod:`training.curriculum`).
-2. **train** — one checkpoint per method, in this order, each on the round's episodes and each
-   starting from the one before: ``sft`` and ``revision`` together as one SFT on the mixed
-   ``success`` / ``revision`` data (Agent-R mixes them), then ``webrl`` (earlier rounds' runs as
-   its replay), then ``dpo``. Each role in ``roles`` gets its own adapter, trained by SFT on its
-   kinds from the base. A method with nothing to train on is skipped and says why. A new
+1. **collect** — run the incumbent (and its role adapters) on training tasks (``collect``, a
+   :class:`~agents.rollout.RunConfig` on top of the run defaults): ``collect.limit`` tasks drawn
+   at random from the whole training split, another draw each round (``fresh_tasks``), each with
+   up to two attempts and, between them, only the feedback an agent could see (the visible
+   tests; :mod:`environments.code.env`). With ``bstar.enabled`` the round's sampling temperature
+   is chosen first by B-STaR's balance score on a small probe (:mod:`training.bstar`). With
+   ``curriculum.enabled``, the incumbent also collects on new tasks it wrote from the ones it
+   failed (:mod:`training.curriculum`).
+2. **train** — one checkpoint per method, in this order, each starting from the one before:
+   ``sft`` and ``revision`` together as one SFT on the mixed ``success`` / ``revision`` data
+   (Agent-R mixes them), then ``webrl`` (earlier rounds' runs as its replay), then ``dpo``.
+   ``train_from: incumbent`` (the default) continues the incumbent on this round's episodes;
+   ``train_from: base`` starts again from ``model`` on every round's episodes so far (STaR and
+   ReST-EM retrain from the base). Each role in ``roles`` gets its own adapter, trained by SFT
+   on its kinds from the base. A method with nothing to train on is skipped and says why. A new
    ``world_model`` adapter is measured against the incumbent's world model by next-observation
    accuracy on held-out transitions (:mod:`training.world_model`).
-3. **evaluate** — the candidate (the last checkpoint trained) on the held-out split
-   (``evaluate``; greedy by default).
-4. **gate** — the candidate is promoted only if its held-out success is not below the
-   incumbent's (``gate_tolerance``, default 0); both numbers are kept. A promoted candidate
-   (with the round's role adapters) is the next round's incumbent; a refused one is kept as a
+3. **evaluate** — the candidate on every suite of ``suites`` (:mod:`training.evaluation`):
+   greedy pass@1, sampled pass@1 and pass@k, mean reward and the two-attempt metrics; against
+   the incumbent, the paired per-task difference with its 95% bootstrap interval and p-value.
+4. **gate** — on ``gate.suite`` alone (``val``: a split the headline never reports): the
+   candidate is promoted when the lower end of the paired interval of (candidate − incumbent)
+   on ``gate.metric`` is above ``-gate.margin`` (non-inferiority); the gain is called
+   significant when it is above zero (:func:`training.stats.gate`). A promoted candidate (with
+   the round's role adapters) is the next round's incumbent; a refused one is kept as a
    checkpoint and nothing else changes.
 
-Round 0 is the incumbent's own held-out evaluation, the bar for round 1.
+Round 0 is the starting policy's evaluation on every suite, the bar for round 1.
 
 Resumable after a kill at any point: every stage has a fixed name (run ids
-``<name>-r<k>-collect``, checkpoint names ``<name>-r<k>-<method>``), and ``state.json`` (under
+``<name>-r<k>-collect`` and ``<name>-r<k>-eval-<suite>[-sampled]``, checkpoint names
+``<name>-r<k>-<method>``), and ``state.json`` (under
 ``$AUTODIDACT_HOME/evolve/<name>/``, replaced atomically) records each finished stage. Run the
 same command again: finished stages are skipped; a run continues where it stopped (stored
 episodes are skipped, never run twice; see :func:`agents.rollout.run_rollout`); training
@@ -42,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import shutil
 import time
@@ -52,11 +61,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from autodidact.config import home, merged
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Trajectory, new_id
+from training.evaluation import Metric, SuiteEval, compare, headline, suite_numbers
+from training.stats import gate, wilson
 
 if TYPE_CHECKING:
     from agents.llm.vllm_server import PolicyServer
@@ -69,10 +80,21 @@ COLLECT: dict[str, Any] = {
     "split": "train",
     "limit": 40,
     "samples_per_task": 4,
-    "concurrency": 16,
+    "max_steps": 2,
+    "concurrency": 64,
     "sampling": {"temperature": 0.8, "max_tokens": 128},
 }
-EVALUATE: dict[str, Any] = {"split": "test", "concurrency": 16, "sampling": {"max_tokens": 128}}
+EVALUATE: dict[str, Any] = {"max_steps": 2, "concurrency": 64, "sampling": {"max_tokens": 128}}
+SUITES: list[dict[str, Any]] = [
+    {"name": "val", "split": "val"},
+    {"name": "test", "split": "test"},
+    {"name": "hard", "split": "hard", "samples": 0},
+    # far transfer, every round: 40 tasks each (the same 40 every round), greedy
+    {"name": "humaneval", "suite": "humaneval", "split": "all", "limit": 40, "task_seed": 0, "samples": 0},
+    {"name": "mbpp_plus", "suite": "mbpp_plus", "split": "all", "limit": 40, "task_seed": 0, "samples": 0},
+]
+# what `evaluate` may not set: each suite says which tasks and how many samples
+_PER_SUITE = ("suite", "split", "limit", "task_seed", "samples_per_task", "run_id", "round", "model")
 
 
 class CurriculumConfig(BaseModel):
@@ -88,6 +110,33 @@ class CurriculumConfig(BaseModel):
     )
 
 
+class GateConfig(BaseModel):
+    """Which suite and number pick the next incumbent, and how much worse a candidate may look."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str = Field("val", description="the name of the entry of `suites` the gate decides on")
+    metric: Metric = Field("sampled", description="sampled pass@1 (needs the suite's samples > 0) or greedy")
+    margin: float = Field(
+        0.05, ge=0.0, le=1.0, description="promote when the paired 95% lower bound of the gain is above -margin"
+    )
+
+
+class BStarConfig(BaseModel):
+    """B-STaR's choice of the round's sampling temperature (:mod:`training.bstar`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="probe before each collection and sample at the best temperature")
+    temperatures: tuple[float, ...] = Field((0.4, 0.8, 1.2), min_length=1, description="the candidates")
+    thresholds: tuple[float, ...] = Field(
+        (1.0, 0.5), min_length=1, description="reward thresholds a sample is selected at (its share of tests passed)"
+    )
+    probe_tasks: int = Field(8, ge=1, description="training tasks in the probe, drawn at random each round")
+    probe_samples: int = Field(4, ge=1, description="samples per probe task at each temperature")
+    n_star: int = Field(4, ge=1, description="distinct correct answers a task needs for full exploration credit")
+
+
 class EvolveConfig(BaseModel):
     """What ``autodidact evolve`` does: the policy, the tasks, the methods and the rounds."""
 
@@ -97,18 +146,28 @@ class EvolveConfig(BaseModel):
     rounds: int = Field(3, ge=1)
     model: str = Field("embedded", description="the policy to start from (any --model spec)")
     env: str = "code"
-    suite: str = "bundled"
+    suite: str = Field("bundled", description="the suite collected on")
     collect: dict[str, Any] = Field(
         default_factory=lambda: merged(COLLECT, {}),
         description="RunConfig fields for collection (the train split); given ones are merged over the defaults",
     )
     evaluate: dict[str, Any] = Field(
         default_factory=lambda: merged(EVALUATE, {}),
-        description="RunConfig fields for the held-out evaluation (greedy unless set); merged over the defaults",
+        description="RunConfig fields every evaluation run shares (attempts, concurrency, max_tokens); "
+        "merged over the defaults; which tasks and samples is each suite's own",
     )
+    suites: list[SuiteEval] = Field(
+        default_factory=lambda: [SuiteEval.model_validate(s) for s in SUITES],
+        description="what every round's candidate is measured on (name, suite, split, limit, samples, temperature)",
+    )
+    gate: GateConfig = GateConfig()
     fresh_tasks: bool = Field(
-        False,
-        description="round k collects collect.limit training tasks drawn at random with seed k, not the first ones",
+        True,
+        description="round k collects collect.limit training tasks drawn at random with seed k (false: the first ones)",
+    )
+    train_from: Literal["incumbent", "base"] = Field(
+        "incumbent",
+        description="continue the incumbent on the round's data, or retrain from `model` on every round's data so far",
     )
     methods: list[str] = Field(default_factory=lambda: ["sft", "revision"], description=f"from {', '.join(METHODS)}")
     roles: dict[str, list[str]] = Field(
@@ -126,7 +185,7 @@ class EvolveConfig(BaseModel):
         default_factory=dict,
         description="VLLMServerConfig fields for engine: vllm (kv_cache_gb, max_model_len, enforce_eager, ...)",
     )
-    gate_tolerance: float = Field(0.0, ge=0.0, le=1.0, description="promote unless held-out success drops by more")
+    bstar: BStarConfig = BStarConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
 
     @field_validator("collect", "evaluate", mode="before")
@@ -134,6 +193,26 @@ class EvolveConfig(BaseModel):
     def _over_defaults(cls, v: Any, info: ValidationInfo) -> Any:
         # so that `--set collect.concurrency=64` changes that one field, not the whole stage
         return merged(COLLECT if info.field_name == "collect" else EVALUATE, v) if isinstance(v, dict) else v
+
+    @field_validator("evaluate")
+    @classmethod
+    def _shared_fields_only(cls, v: dict[str, Any]) -> dict[str, Any]:
+        fixed = sorted(k for k in v if k in _PER_SUITE)
+        if fixed:
+            raise ValueError(
+                f"evaluate: {fixed} are set per suite: list what to measure in `suites` "
+                "(e.g. suites: [{name: test, split: test, limit: 20, samples: 4}])"
+            )
+        return v
+
+    @field_validator("suites")
+    @classmethod
+    def _named_once(cls, v: list[SuiteEval]) -> list[SuiteEval]:
+        names = [s.name for s in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if not v or twice:
+            raise ValueError(f"suites: give at least one, each with its own name (twice: {twice})")
+        return v
 
     @field_validator("vllm")
     @classmethod
@@ -156,6 +235,15 @@ class EvolveConfig(BaseModel):
             raise ValueError(f"methods must list some of {', '.join(METHODS)}; got {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _gate_suite_is_measured(self) -> EvolveConfig:
+        suite = next((s for s in self.suites if s.name == self.gate.suite), None)
+        if suite is None:
+            raise ValueError(f"gate.suite {self.gate.suite!r} is not one of suites: {[s.name for s in self.suites]}")
+        if self.gate.metric == "sampled" and suite.samples == 0:
+            raise ValueError(f"gate.metric sampled needs samples > 0 in suite {suite.name!r} (or gate.metric: greedy)")
+        return self
+
     def run_config(self, stage: dict[str, Any], **fields: Any) -> Any:
         """A :class:`~agents.rollout.RunConfig` for a stage (collect or evaluate)."""
         from agents.rollout import RunConfig
@@ -165,21 +253,6 @@ class EvolveConfig(BaseModel):
 
 
 # --- the numbers the gate and the report use ----------------------------------------------------
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a success rate.
-
-    Example:
-        >>> [round(x, 3) for x in wilson(9, 20)]
-        [0.258, 0.658]
-    """
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def run_numbers(episodes: list[Trajectory]) -> dict[str, Any]:
@@ -378,8 +451,7 @@ class Evolution:
         """Every round not finished yet; then the report. Returns the state."""
         c = self.config
         try:
-            base = self.stage("r0/evaluate", lambda: self.rollout(f"{self.name}-r0-eval", c.evaluate, c.model, {}, 0))
-            self.state.setdefault("bar", base["success"])
+            self.evaluate_all(0, c.model, {})
             for k in range(1, c.rounds + 1):
                 self.round(k)
                 self.report()
@@ -390,12 +462,87 @@ class Evolution:
         self.report()
         return self.state
 
+    def evaluate_all(self, k: int, model: str, roles: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Round ``k``'s evaluation of ``model`` on every suite, the gate's first."""
+        c = self.config
+        ordered = sorted(c.suites, key=lambda s: s.name != c.gate.suite)
+        return {s.name: self.stage(f"r{k}/eval/{s.name}", partial(self.measure, s, model, roles, k)) for s in ordered}
+
+    def measure(self, suite: SuiteEval, model: str, roles: dict[str, str], k: int) -> dict[str, Any]:
+        """``model`` on ``suite``: a greedy run and, with samples, a sampled one; their numbers."""
+        shared = {**self.config.evaluate, **suite.run_fields()}
+        sampling = dict(shared.get("sampling") or {})
+        greedy_id = f"{self.name}-r{k}-eval-{suite.name}"
+        self.rollout(greedy_id, {**shared, "sampling": {**sampling, "temperature": 0.0}}, model, roles, k)
+        sampled: list[Trajectory] = []
+        runs = [greedy_id]
+        if suite.samples:
+            sampled_id = f"{greedy_id}-sampled"
+            stage = {
+                **shared,
+                "samples_per_task": suite.samples,
+                "sampling": {**sampling, "temperature": suite.temperature},
+            }
+            self.rollout(sampled_id, stage, model, roles, k)
+            sampled = self.episodes(sampled_id)
+            runs.append(sampled_id)
+        return {"model": model, "runs": runs, **suite_numbers(self.episodes(greedy_id), sampled)}
+
+    def probe(self, k: int, model: str, roles: dict[str, str]) -> dict[str, Any]:
+        """B-STaR's probe: the same few training tasks sampled at each candidate temperature
+        (one attempt each); exploration, exploitation and the balance score per temperature and
+        threshold, and the chosen temperature (:mod:`training.bstar`)."""
+        from training.bstar import Sample, balance_score, choose, exploitation, exploration
+
+        b = self.config.bstar
+        probe: dict[float, list[list[Sample]]] = {}
+        for t in b.temperatures:
+            run_id = f"{self.name}-r{k}-probe-t{t:g}"
+            stage = {
+                **self.config.collect,
+                "limit": b.probe_tasks,
+                "task_seed": 1000 + k,  # other tasks than any round's collection draw (seed k)
+                "samples_per_task": b.probe_samples,
+                "max_steps": 1,
+                "sampling": {**self.config.collect.get("sampling", {}), "temperature": t},
+            }
+            self.rollout(run_id, stage, model, roles, k)
+            per_task: dict[str, list[Sample]] = {}
+            for ep in self.episodes(run_id):
+                submitted = next((s for s in ep.steps if s.action is not None and s.observation is not None), None)
+                text = submitted.action.text if submitted is not None and submitted.action is not None else ""
+                per_task.setdefault(ep.task.id, []).append(Sample(text, ep.reward, ep.success))
+            probe[t] = list(per_task.values())
+        chosen = choose(probe, b.thresholds, b.n_star)
+        curves = [
+            {
+                "temperature": t,
+                **exploration(tasks),
+                "exploitation": {f"{th:g}": exploitation(tasks, th) for th in b.thresholds},
+                "balance": {f"{th:g}": balance_score(tasks, th, b.n_star) for th in b.thresholds},
+            }
+            for t, tasks in probe.items()
+        ]
+        self.log(
+            f"[evolve {self.name}] round {k}: B-STaR chose temperature {chosen.temperature:g} "
+            f"(threshold {chosen.threshold:g}, balance {chosen.score:.3f})"
+        )
+        return {
+            "temperature": chosen.temperature,
+            "threshold": chosen.threshold,
+            "score": chosen.score,
+            "curves": curves,
+        }
+
     def round(self, k: int) -> None:
         c = self.config
         incumbent = dict(self.state["incumbent"])
         model, roles = incumbent["model"], dict(incumbent["roles"])
         collect_id = f"{self.name}-r{k}-collect"
-        collect = {**c.collect, "task_seed": k} if c.fresh_tasks else c.collect
+        collect = {**c.collect, "task_seed": k} if c.fresh_tasks else dict(c.collect)
+        if c.bstar.enabled:
+            chosen = self.stage(f"r{k}/bstar", partial(self.probe, k, model, roles))
+            collect["sampling"] = {**collect.get("sampling", {}), "temperature": chosen["temperature"]}
         self.stage(f"r{k}/collect", lambda: self.rollout(collect_id, collect, model, roles, k))
         runs = [collect_id]
         if c.curriculum.enabled:
@@ -404,9 +551,13 @@ class Evolution:
             made = self.stage(f"r{k}/curriculum", partial(evolve_curriculum, self, k, model, roles))
             if made.get("run"):
                 runs.append(made["run"])
-
-        candidate = model
         earlier = [f"{self.name}-r{j}-collect" for j in range(1, k)]
+        if c.train_from == "base":  # every round's data so far, from the starting model
+            earlier_made = [f"{self.name}-r{j}-curriculum" for j in range(1, k) if self._made(j)]
+            runs, candidate = [*earlier, *earlier_made, *runs], c.model
+        else:
+            candidate = model
+
         sft_kinds = [m if m == "revision" else "success" for m in c.methods if m in ("sft", "revision")]
         plan: list[tuple[str, str, dict[str, Any]]] = []
         if sft_kinds:
@@ -435,37 +586,59 @@ class Evolution:
         if candidate == model and new_roles == roles:
             self.stage(f"r{k}/gate", lambda: {"promoted": False, "reason": "nothing was trained this round"})
             return
-        bar = self.state["bar"]
-        result = self.stage(
-            f"r{k}/evaluate", lambda: self.rollout(f"{self.name}-r{k}-eval", c.evaluate, candidate, new_roles, k)
+        after = self.evaluate_all(k, candidate, new_roles)
+        before = {s.name: self.state["stages"][f"r{incumbent.get('round', 0)}/eval/{s.name}"] for s in c.suites}
+        self.stage(f"r{k}/gate", partial(self.decide, k, incumbent, candidate, new_roles, before, after))
+
+    def _made(self, j: int) -> bool:
+        return bool((self.state["stages"].get(f"r{j}/curriculum") or {}).get("run"))
+
+    def decide(
+        self,
+        k: int,
+        incumbent: dict[str, Any],
+        candidate: str,
+        roles: dict[str, str],
+        before: dict[str, dict[str, Any]],
+        after: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The gate of round ``k`` on the gate suite, and the paired comparison on every suite."""
+        g = self.config.gate
+        paired: dict[str, dict[str, Any]] = {}
+        for name in after:
+            for metric in ("greedy", "sampled"):
+                d = compare(after[name], before[name], metric)  # type: ignore[arg-type]
+                if d is not None:
+                    paired.setdefault(name, {})[metric] = vars(d)
+        diff = compare(after[g.suite], before[g.suite], g.metric)
+        assert diff is not None, "the gate suite was measured on no common task"
+        decision = gate(diff, g.margin)
+        bar, now = headline(before[g.suite], g.metric), headline(after[g.suite], g.metric)
+        self.log(
+            f"[evolve {self.name}] round {k}: {g.suite} {g.metric} pass@1 {bar:.3f} (incumbent {incumbent['model']}) "
+            f"→ {now:.3f} (candidate {candidate}): {decision.reason}"
         )
-
-        def gate() -> dict[str, Any]:
-            promoted = result["success"] >= bar - c.gate_tolerance
-            verdict = "promoted" if promoted else "refused: held-out success would regress"
-            self.log(
-                f"[evolve {self.name}] round {k}: held-out success {bar:.3f} (incumbent {model}) → "
-                f"{result['success']:.3f} (candidate {candidate}): {verdict}"
-            )
-            if promoted:
-                self.state["incumbent"] = {"model": candidate, "roles": new_roles}
-                self.state["bar"] = result["success"]
-            return {
-                "promoted": promoted,
-                "incumbent": model,
-                "candidate": candidate,
-                "before": bar,
-                "after": result["success"],
-            }
-
-        self.stage(f"r{k}/gate", gate)
+        if decision.promoted:
+            self.state["incumbent"] = {"model": candidate, "roles": roles, "round": k}
+        return {
+            "promoted": decision.promoted,
+            "significant": decision.significant,
+            "reason": decision.reason,
+            "incumbent": incumbent["model"],
+            "candidate": candidate,
+            "suite": g.suite,
+            "metric": g.metric,
+            "before": bar,
+            "after": now,
+            "paired": paired,
+        }
 
     def world_model(self, before: str, after: str) -> dict[str, Any]:
         """Next-observation accuracy of the incumbent's world model and the new one, on the
-        transitions of round 0's held-out run (tasks no round trains on)."""
+        transitions of round 0's greedy run on the gate suite (tasks no round trains on)."""
         from training.world_model import evaluate_world_model
 
-        runs = [f"{self.name}-r0-eval"]
+        runs = [f"{self.name}-r0-eval-{self.config.gate.suite}"]
         try:
             old = evaluate_world_model(before, self.store, runs, limit=32)
         except NothingToTrainError as e:
@@ -477,6 +650,28 @@ class Evolution:
         from training.report import write_report
 
         return write_report(self.state, self.dir)
+
+    def summary(self) -> list[str]:
+        """One line per round: the gate's numbers and verdict, and the other suites' paired gains."""
+        lines = []
+        for k in range(1, self.config.rounds + 1):
+            g = self.state["stages"].get(f"r{k}/gate", {})
+            if "after" not in g:
+                lines.append(f"round {k}: {g.get('reason', 'not run')}")
+                continue
+            verdict = "promoted" if g["promoted"] else "refused"
+            others = "; ".join(
+                f"{name} {metric} {v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+                for name, per in g.get("paired", {}).items()
+                if name != g["suite"]
+                for metric, v in per.items()
+                if metric == ("sampled" if "sampled" in per else "greedy")
+            )
+            lines.append(
+                f"round {k}: {g['suite']} {g['metric']} pass@1 {g['before']:.1%} → {g['after']:.1%} ({verdict}); "
+                f"paired gain elsewhere: {others or '–'}"
+            )
+        return lines
 
 
 def evolve_dir(name: str) -> Path:

@@ -1,11 +1,14 @@
 """The evolve run report: ``report.html`` and its PNG plots, from an evolve run's state.
 
-Plots (matplotlib, headless): held-out and training-split success per round with 95% Wilson
-intervals, one line per suite when there are several (``success.png``); the share of each
-role's calls that gave a usable answer (``roles.png``); mean reward per round and each
-training stage's loss before and after (``rewards.png``); dataset sizes per method
-(``data.png``); time per stage (``time.png``). The HTML page has the round table (incumbent,
-candidate, held-out success before and after, promoted or not) and the training table.
+Plots (matplotlib, headless): pass@1 per round on each evaluated suite and on the training tasks
+(``success.png``); each round's paired gain over the incumbent per suite with its 95% bootstrap
+interval (``paired.png``); the first attempt's and the final answer's accuracy
+(``attempts.png``); with B-STaR, exploration, exploitation and balance against temperature
+(``bstar.png``); the share of each role's calls that gave a usable answer in collection
+(``roles.png``); mean reward per round and each training stage's loss before and after
+(``rewards.png``); dataset sizes per method (``data.png``); time per stage (``time.png``). The
+HTML page has the round table (per suite: greedy, sampled, pass@k, two attempts, the paired
+difference, the gate's reason on its suite) and the training table.
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ import html
 from pathlib import Path
 from typing import Any
 
-PLOTS = ("success", "roles", "rewards", "data", "time")
+PLOTS = ("success", "paired", "attempts", "roles", "rewards", "data", "time")  # and bstar.png with B-STaR
 
 
 def _rounds(state: dict[str, Any]) -> list[int]:
     stages = state["stages"]
     return sorted({int(k.split("/")[0][1:]) for k in stages})
+
+
+def _suites(state: dict[str, Any]) -> list[str]:
+    """The evaluated suites' names, in the order of the run's config."""
+    return [s["name"] for s in state["config"].get("suites", [])]
 
 
 def _stage(state: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -42,45 +50,93 @@ def plot(state: dict[str, Any], out: Path) -> list[str]:
     rounds = _rounds(state)
     files = []
 
-    # Success per round: held-out (each round's candidate; round 0 the starting policy) and training split.
+    # Pass@1 per round on each suite (each round's candidate; round 0 the starting policy): sampled
+    # where the suite is sampled, else greedy with its 95% Wilson interval; and the training split.
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, label, marker in (("evaluate", "held-out", "o"), ("collect", "training split (sampled)", "s")):
-        xs, ys, lo, hi = [], [], [], []
-        suites: dict[str, list[tuple[int, float]]] = {}
-        for k in rounds:
-            got = _stage(state, f"r{k}/{kind}")
-            if got is None:
-                continue
-            xs.append(k)
-            ys.append(got["success"])
-            lo.append(got["success"] - got["ci95"][0])
-            hi.append(got["ci95"][1] - got["success"])
-            for suite, v in got.get("suites", {}).items():
-                suites.setdefault(suite, []).append((k, v["successes"] / max(1, v["episodes"])))
-        if xs:
-            ax.errorbar(xs, ys, yerr=[lo, hi], marker=marker, capsize=4, label=label)
-        if len(suites) > 1:
-            for suite, pts in suites.items():
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=":", label=f"{label}: {suite}")
+    for i, suite in enumerate(_suites(state)):
+        pts = [(k, got) for k in rounds if (got := _stage(state, f"r{k}/eval/{suite}"))]
+        if not pts:
+            continue
+        xs = [k for k, _ in pts]
+        if all("sampled" in got for _, got in pts):
+            ys = [got["sampled"]["pass_at_1"] for _, got in pts]
+            ax.plot(xs, ys, marker="o", color=f"C{i}", label=f"{suite} (sampled pass@1)")
+        else:
+            ys = [got["greedy"]["pass_at_1"] for _, got in pts]
+            lo = [y - got["greedy"]["ci95"][0] for y, (_, got) in zip(ys, pts, strict=True)]
+            hi = [got["greedy"]["ci95"][1] - y for y, (_, got) in zip(ys, pts, strict=True)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, color=f"C{i}", label=f"{suite} (greedy)")
+    coll = [(k, got["success"]) for k in rounds if (got := _stage(state, f"r{k}/collect"))]
+    if coll:
+        ax.plot([p[0] for p in coll], [p[1] for p in coll], marker="s", linestyle=":", label="training tasks")
     promoted = [k for k in rounds if (_stage(state, f"r{k}/gate") or {}).get("promoted")]
     for k in promoted:
         ax.axvline(k, color="green", alpha=0.15, linewidth=8)
-    ax.set(xlabel="round (shaded: promoted)", ylabel="success rate", title="Success per round (95% CI)")
+    ax.set(xlabel="round (shaded: promoted)", ylabel="pass@1", title="Pass@1 per round and suite")
     ax.set_xticks(rounds)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     files.append(_save(fig, out / "success.png"))
 
-    # Per role: the share of calls that gave a usable answer, in collection and evaluation.
+    # The paired gain of each round's candidate over its incumbent, per suite, with its 95% interval.
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind in ("collect", "evaluate"):
-        roles: dict[str, list[tuple[int, float]]] = {}
+    for i, suite in enumerate(_suites(state)):
+        marks: list[tuple[float, dict[str, Any]]] = []
         for k in rounds:
-            got = _stage(state, f"r{k}/{kind}")
-            for role, v in (got or {}).get("roles", {}).items():
-                roles.setdefault(role, []).append((k, v["ok"] / max(1, v["calls"])))
-        for role, pts in sorted(roles.items()):
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{role} ({kind})")
+            per = ((_stage(state, f"r{k}/gate") or {}).get("paired") or {}).get(suite) or {}
+            d = per.get("sampled") or per.get("greedy")
+            if d:
+                marks.append((k + (i - 2) * 0.06, d))
+        if marks:
+            ys = [d["mean"] for _, d in marks]
+            err = [[d["mean"] - d["low"] for _, d in marks], [d["high"] - d["mean"] for _, d in marks]]
+            ax.errorbar([x for x, _ in marks], ys, yerr=err, marker="o", capsize=3, linestyle="", label=suite)
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set(xlabel="round", ylabel="candidate − incumbent", title="Paired gain per suite (95% bootstrap CI)")
+    ax.set_xticks(rounds)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    files.append(_save(fig, out / "paired.png"))
+
+    # SCoRe's two-attempt numbers (greedy episodes) per suite: Acc@t1 and Acc@t2.
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, suite in enumerate(_suites(state)):
+        two = [(k, got["two_attempts"]) for k in rounds if (got := _stage(state, f"r{k}/eval/{suite}"))]
+        if two:
+            ax.plot([k for k, _ in two], [m["acc_t1"] for _, m in two], marker="o", linestyle=":", color=f"C{i}")
+            ax.plot([k for k, _ in two], [m["acc_t2"] for _, m in two], marker="o", color=f"C{i}", label=suite)
+    ax.set(xlabel="round", ylabel="accuracy", title="First attempt (dotted) and final answer (solid), greedy")
+    ax.set_xticks(rounds)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    files.append(_save(fig, out / "attempts.png"))
+
+    # B-STaR's probe: exploration, exploitation and balance against temperature, one line per round.
+    probes = [(k, got) for k in rounds if (got := _stage(state, f"r{k}/bstar"))]
+    if probes:
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+        for k, got in probes:
+            ts = [c["temperature"] for c in got["curves"]]
+            th = f"{got['threshold']:g}"
+            axes[0].plot(ts, [c["pass_at_n"] for c in got["curves"]], marker="o", label=f"round {k}")
+            axes[1].plot(ts, [c["exploitation"][th] for c in got["curves"]], marker="o", label=f"round {k}")
+            axes[2].plot(ts, [c["balance"][th] for c in got["curves"]], marker="o", label=f"round {k}")
+            axes[2].plot([got["temperature"]], [got["score"]], marker="*", markersize=14, color="black")
+        for a, title in zip(
+            axes, ("exploration: pass@n", "exploitation: precision", "balance (star: chosen)"), strict=True
+        ):
+            a.set(xlabel="temperature", title=title, ylim=(0, 1.05))
+            a.legend(fontsize=7)
+        files.append(_save(fig, out / "bstar.png"))
+
+    # Per role: the share of calls that gave a usable answer, in collection.
+    fig, ax = plt.subplots(figsize=(7, 4))
+    roles: dict[str, list[tuple[int, float]]] = {}
+    for k in rounds:
+        for role, v in (_stage(state, f"r{k}/collect") or {}).get("roles", {}).items():
+            roles.setdefault(role, []).append((k, v["ok"] / max(1, v["calls"])))
+    for role, calls in sorted(roles.items()):
+        ax.plot([p[0] for p in calls], [p[1] for p in calls], marker="o", label=role)
     ax.set(xlabel="round", ylabel="calls without error", title="Per role: usable answers", ylim=(0, 1.05))
     ax.set_xticks(rounds)
     ax.legend(fontsize=8)
@@ -88,10 +144,13 @@ def plot(state: dict[str, Any], out: Path) -> list[str]:
 
     # Rewards and training losses.
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for kind, label in (("evaluate", "held-out"), ("collect", "training split")):
-        pts = [(k, got["mean_reward"]) for k in rounds if (got := _stage(state, f"r{k}/{kind}"))]
+    for suite in _suites(state):
+        pts = [(k, got["greedy"]["mean_reward"]) for k in rounds if (got := _stage(state, f"r{k}/eval/{suite}"))]
         if pts:
-            left.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            left.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{suite} (greedy)")
+    pts = [(k, got["mean_reward"]) for k in rounds if (got := _stage(state, f"r{k}/collect"))]
+    if pts:
+        left.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", linestyle=":", label="training tasks")
     left.set(xlabel="round", ylabel="mean reward", title="Reward per round", ylim=(0, 1))
     left.set_xticks(rounds)
     left.legend(fontsize=8)
@@ -155,19 +214,34 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
     e = html.escape
     rows = []
     for k in _rounds(state):
-        ev = _stage(state, f"r{k}/evaluate")
         gate = _stage(state, f"r{k}/gate") or {}
         collect = _stage(state, f"r{k}/collect")
-        ci = f" [{_pct(ev['ci95'][0])}, {_pct(ev['ci95'][1])}]" if ev else ""
-        verdict = "–" if k == 0 else ("promoted" if gate.get("promoted") else e(gate.get("reason", "refused")))
-        if k > 0 and gate and not gate.get("promoted") and "after" in gate:
-            verdict = "refused (regressed)"
-        rows.append(
-            f"<tr><td>{k}</td><td>{e(str((ev or {}).get('model', '')))}</td>"
-            f"<td>{_pct(gate.get('before'))}</td><td>{_pct(ev['success'] if ev else None)}{ci}"
-            f" ({(ev or {}).get('successes', 0)}/{(ev or {}).get('episodes', 0)})</td>"
-            f"<td>{_pct(collect['success'] if collect else None)}</td><td>{verdict}</td></tr>"
-        )
+        for suite in _suites(state):
+            ev = _stage(state, f"r{k}/eval/{suite}")
+            if ev is None:
+                continue
+            g, sm, two = ev["greedy"], ev.get("sampled"), ev["two_attempts"]
+            paired = (gate.get("paired") or {}).get(suite) or {}
+            vs = "; ".join(
+                f"{metric} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] p={d['p_value']:.2f}"
+                for metric, d in paired.items()
+            )
+            on_gate = suite == gate.get("suite") or "suite" not in gate  # a round not gated says why on each row
+            verdict = e(gate.get("reason", "")) if k > 0 and on_gate else ""
+            rows.append(
+                f"<tr><td>{k}</td><td>{e(suite)}</td><td>{e(str(ev.get('model', '')))}</td>"
+                f"<td>{g['successes']}/{ev['tasks_n']} = {_pct(g['pass_at_1'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]</td>"
+                f"<td>{_pct(sm['pass_at_1']) if sm else '–'}</td>"
+                f"<td>{(_pct(sm['pass_at_k']) + ' (k=' + str(sm['k']) + ')') if sm else '–'}</td>"
+                f"<td>{_pct(two['acc_t1'])} → {_pct(two['acc_t2'])} (i→c {_pct(two['wrong_to_right'])}, "
+                f"c→i {_pct(two['right_to_wrong'])})</td><td>{e(vs) or '–'}</td><td>{verdict}</td></tr>"
+            )
+        if collect is not None:
+            rows.append(
+                f"<tr><td>{k}</td><td>training tasks</td><td>{e(str(collect.get('model', '')))}</td>"
+                f"<td colspan=6>collection: {collect['successes']}/{collect['episodes']} samples passed "
+                f"({_pct(collect['success'])})</td></tr>"
+            )
     train_rows = []
     for k in _rounds(state):
         for tag, got in _train_stages(state, k):
@@ -215,10 +289,12 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <p>Status: {status}. Stage time so far: {total / 60:.1f} min. Current policy: <b>{e(str(incumbent.get("model")))}</b>
 {("; role adapters: " + e(", ".join(f"{r}={m}" for r, m in incumbent.get("roles", {}).items()))) if incumbent.get("roles") else ""}.</p>
 <h2>Rounds</h2>
-<p>Held-out success of each round's candidate (round 0: the starting policy), with its 95% Wilson interval;
-"before" is the incumbent's held-out success it had to match. Training-split success is of the sampled collection.</p>
-<table><tr><th>round</th><th>evaluated policy</th><th>held-out before</th><th>held-out after</th>
-<th>training split</th><th>gate</th></tr>
+<p>Each round's candidate (round 0: the starting policy) on every suite: greedy pass@1 with its 95% Wilson
+interval, sampled pass@1 and pass@k, the first attempt's and the final answer's accuracy (greedy; i→c: wrong then
+right, c→i: right then wrong), and the paired per-task difference from the incumbent with its 95% bootstrap
+interval and one-sided p-value. The gate decides on its suite alone; the others are reported, never chosen on.</p>
+<table><tr><th>round</th><th>suite</th><th>policy</th><th>greedy pass@1</th><th>sampled pass@1</th><th>pass@k</th>
+<th>Acc@t1 → Acc@t2</th><th>vs incumbent</th><th>gate</th></tr>
 {"".join(rows)}</table>
 <h2>Training</h2>
 <table><tr><th>round</th><th>stage</th><th>checkpoint</th><th>rows</th><th>steps</th><th>loss</th><th>seconds</th></tr>

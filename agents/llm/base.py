@@ -83,7 +83,7 @@ class TransformersConfig(_Config):
     adapter: str | None = Field(None, description="a PEFT (LoRA) adapter dir applied on top")
     device: str = Field("auto", description="'auto' (cuda when present), 'cpu' or 'cuda[:N]'")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_batch_size: int = Field(16, ge=1, description="conversations generated together at most")
+    max_batch_size: int = Field(64, ge=1, description="conversations generated together at most")
 
     def build(self) -> ChatModel:
         from agents.llm.hf_local import TransformersChatModel

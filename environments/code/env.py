@@ -13,11 +13,24 @@ An episode is multi-turn. Actions (``Action.kind``):
 - ``run``: run ``prefix + code`` as a script and see its output (no tests, no reward);
 - ``test``: run the visible tests against the code and see each outcome (no reward);
 - ``submit`` (or ``code``): run the hidden tests. Reward = the fraction of hidden tests that
-  pass; success = all pass, which terminates the episode. A failed submission shows how many
-  passed and why the first failing one failed.
+  pass; success = all pass.
+
+What a submission shows the agent depends on ``feedback``:
+
+- ``"visible"`` (the default): only what an agent could see for itself — the visible tests'
+  outcomes on the submitted code (or, for a task without visible tests, the code's own run
+  output). The hidden tests score the attempt but are never shown, and they do not decide
+  whether the episode goes on: a submission is the final answer (the episode terminates) when
+  its visible tests pass (or it runs cleanly) or when it was the last of ``max_attempts``;
+  otherwise the agent sees the visible failures and may submit again. The final answer's
+  hidden score is the episode's reward and its success.
+- ``"hidden"``: the hidden tests' outcome is the feedback (how many passed, why the first
+  failure failed) and a passing submission terminates the episode. This is an oracle no agent
+  has at deployment: it inflates multi-attempt results (Reflexion's code setting gives the
+  agent only tests it can see or write). Kept for comparison.
 
 ``max_attempts`` bounds submissions and ``max_steps`` all actions; running out of either
-truncates the episode. Every step's ``info`` has ``kind`` and, for ``test`` and ``submit``,
+truncates the episode (in ``"visible"`` mode the last attempt ends it as the final answer). Every step's ``info`` has ``kind`` and, for ``test`` and ``submit``,
 ``passed``/``total``/``success``, ``outcomes`` (one bool per test, in order) and
 ``failures`` (label and error of the first failing tests).
 
@@ -30,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from autodidact.errors import TaskDataError
@@ -42,6 +56,8 @@ FEEDBACK_CHARS = 1500
 MAX_FAILURES_IN_INFO = 20
 SUBMIT_KINDS = ("submit", "code")
 KINDS = ("run", "test", *SUBMIT_KINDS)
+Feedback = Literal["visible", "hidden"]
+FEEDBACK: tuple[Feedback, ...] = ("visible", "hidden")
 
 
 class CodeEnvironment:
@@ -53,6 +69,8 @@ class CodeEnvironment:
         max_steps: actions of any kind per episode (default: ``max_attempts + 4``).
         timeout_s: wall-clock limit of one program run.
         memory_mb: address-space limit of one program run.
+        feedback: what a submission shows: ``"visible"`` tests only, or the ``"hidden"`` tests'
+            outcome (an oracle; see the module docstring).
     """
 
     id = "code"
@@ -65,7 +83,10 @@ class CodeEnvironment:
         max_steps: int | None = None,
         timeout_s: float = 10.0,
         memory_mb: int = 1024,
+        feedback: Feedback = "visible",
     ) -> None:
+        if feedback not in FEEDBACK:
+            raise ValueError(f"feedback must be one of {', '.join(FEEDBACK)}; got {feedback!r}")
         if sandbox is None:
             from environments.sandbox.process import ProcessSandbox
 
@@ -75,6 +96,7 @@ class CodeEnvironment:
         self.max_steps = max_steps if max_steps is not None else max_attempts + 4
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.feedback = feedback
         self._task: Task | None = None
         self._attempts = 0
         self._steps = 0
@@ -108,15 +130,11 @@ class CodeEnvironment:
             obs = Observation(text="No code was found in your answer. Reply with a ```python code block.")
             return self._result(obs, 0.0, terminated=False, info={"kind": kind, "error": "no code"})
         if kind == "run":
-            run = await self.sandbox.run(
-                ExecRequest(
-                    code=f"{self._task.payload.get('prefix', '')}\n{action.text}",
-                    timeout_s=self.timeout_s,
-                    memory_mb=self.memory_mb,
-                )
-            )
+            run = await self._run(action.text)
             obs = Observation(text=_run_feedback(run), data={"exit_code": run.exit_code, "timed_out": run.timed_out})
             return self._result(obs, 0.0, terminated=False, info={"kind": "run", "exit_code": run.exit_code})
+        if kind in SUBMIT_KINDS and self.feedback == "visible":
+            return await self._submit_seeing_visible(action.text)
         which: Literal["hidden", "visible"] = "visible" if kind == "test" else "hidden"
         report = await run_tests(
             self._task, action.text, self.sandbox, which=which, timeout_s=self.timeout_s, memory_mb=self.memory_mb
@@ -131,6 +149,35 @@ class CodeEnvironment:
 
     async def close(self) -> None:
         self._task = None
+
+    async def _run(self, code: str) -> ExecResult:
+        assert self._task is not None
+        request = ExecRequest(
+            code=f"{self._task.payload.get('prefix', '')}\n{code}", timeout_s=self.timeout_s, memory_mb=self.memory_mb
+        )
+        return await self.sandbox.run(request)
+
+    async def _submit_seeing_visible(self, code: str) -> StepResult:
+        """A submission scored by the hidden tests and answered with the visible ones (or the run)."""
+        assert self._task is not None
+        self._attempts += 1
+        task, sandbox, timeout_s, memory_mb = self._task, self.sandbox, self.timeout_s, self.memory_mb
+        hidden_run = run_tests(task, code, sandbox, which="hidden", timeout_s=timeout_s, memory_mb=memory_mb)
+        if task.payload.get("visible_tests"):
+            visible_run = run_tests(task, code, sandbox, which="visible", timeout_s=timeout_s, memory_mb=memory_mb)
+            hidden, visible = await asyncio.gather(hidden_run, visible_run)
+            seen_ok, seen = visible.success, _test_feedback(visible, visible=True)
+            data: dict[str, Any] = {"visible": _report_info(visible)}
+        else:
+            hidden, run = await asyncio.gather(hidden_run, self._run(code))
+            seen_ok = run.exit_code == 0 and not run.timed_out and not run.memory_exceeded
+            seen = "This task has no visible tests; your code ran: " + _run_feedback(run)
+            data = {"exit_code": run.exit_code, "timed_out": run.timed_out}
+        final = seen_ok or self._attempts >= self.max_attempts
+        if not final:
+            seen += "\nThe submission is not final: you may submit again."
+        info = _report_info(hidden) | {"kind": "submit", "visible_ok": seen_ok, "final": final}
+        return self._result(Observation(text=seen, data=data), hidden.fraction, terminated=final, info=info)
 
     def _result(self, obs: Observation, reward: float, *, terminated: bool, info: dict[str, Any]) -> StepResult:
         out_of_budget = self._attempts >= self.max_attempts or self._steps >= self.max_steps

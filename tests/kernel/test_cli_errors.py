@@ -23,7 +23,7 @@ from tests.test_end_to_end import cli
         (["checkpoints", "show", "nope"], "no checkpoint 'nope'"),
         (["run", "--model", "http://127.0.0.1:9/v1"], "cannot reach model server http://127.0.0.1:9/v1/models"),
         (["eval", "--policy", "nope"], "unknown policy 'code:nope'"),
-        (["eval", "--split", "dev"], "--split must be train, test or all"),
+        (["eval", "--split", "dev"], "--split must be one of train, val, test, hard or all"),
         (["sandbox", "exec", "/no/such.py"], "no such file: /no/such.py"),
         (["sandbox", "exec", "-", "--backend", "nope"], "unknown sandbox 'nope'"),
         (["skills", "show", "nope"], "no skill 'nope'"),

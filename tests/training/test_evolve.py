@@ -16,17 +16,13 @@ import pytest
 
 from autodidact.config import parse
 from autodidact.errors import ConfigError
+from autodidact.types import Action, Observation, PolicyRef, Step, Task, Trajectory
 from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
-from training.evolve import Evolution, EvolveConfig, resume_config, wilson
+from training.evaluation import SuiteEval, suite_numbers
+from training.evolve import Evolution, EvolveConfig, resume_config
 from training.report import PLOTS
-
-
-def test_wilson_interval_brackets_the_rate() -> None:
-    lo, hi = wilson(9, 20)
-    assert lo < 0.45 < hi and (round(lo, 3), round(hi, 3)) == (0.258, 0.658)
-    assert wilson(0, 0) == (0.0, 1.0)
-    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+from training.stats import wilson
 
 
 def test_config_rejects_unknown_methods_and_keys() -> None:
@@ -37,33 +33,51 @@ def test_config_rejects_unknown_methods_and_keys() -> None:
 
 
 def test_a_stage_field_set_alone_keeps_the_other_defaults() -> None:
-    cfg = parse(EvolveConfig, None, ["collect.concurrency=64", "collect.sampling.max_tokens=64", "evaluate.limit=5"])
+    cfg = parse(
+        EvolveConfig, None, ["collect.concurrency=8", "collect.sampling.max_tokens=64", "evaluate.concurrency=4"]
+    )
     assert cfg.collect == {
         "split": "train",
         "limit": 40,
         "samples_per_task": 4,
-        "concurrency": 64,
+        "max_steps": 2,
+        "concurrency": 8,
         "sampling": {"temperature": 0.8, "max_tokens": 64},
     }
-    assert cfg.evaluate == {"split": "test", "concurrency": 16, "limit": 5, "sampling": {"max_tokens": 128}}
+    assert cfg.evaluate == {"max_steps": 2, "concurrency": 4, "sampling": {"max_tokens": 128}}
+    assert [s.name for s in cfg.suites] == ["val", "test", "hard", "humaneval", "mbpp_plus"]
+    assert (cfg.gate.suite, cfg.gate.metric, cfg.gate.margin) == ("val", "sampled", 0.05)
     assert EvolveConfig.model_validate(cfg.model_dump()) == cfg  # a resumed run reads back the same config
 
 
+def test_config_names_what_to_set_instead() -> None:
+    with pytest.raises(ValueError, match=r"evaluate: \['limit', 'split'\] are set per suite"):
+        parse(EvolveConfig, None, ["evaluate.split=test", "evaluate.limit=5"])
+    with pytest.raises(ValueError, match=r"gate\.suite 'dev' is not one of suites"):
+        EvolveConfig.model_validate({"gate": {"suite": "dev"}})
+    with pytest.raises(ValueError, match="needs samples > 0 in suite 'val'"):
+        EvolveConfig.model_validate({"suites": [{"name": "val", "split": "val", "samples": 0}]})
+    with pytest.raises(ValueError, match="each with its own name"):
+        EvolveConfig.model_validate({"suites": [{"name": "val"}, {"name": "val"}]})
+
+
 class Scripted:
-    """Stands in for the stages that need a model: held-out success per run id, and training that
-    names its checkpoint after the stage and records what it started from."""
+    """Stands in for the stages that need a model: pass@1 per evaluation run id (on 20 tasks, the
+    first ones solved), and training that names its checkpoint after the stage and records what
+    it started from."""
 
     def __init__(self, evo: Evolution, held_out: dict[str, float]) -> None:
-        self.held_out, self.trained, self.rolled = held_out, [], []
+        self.held_out, self.trained, self.rolled, self.measured = held_out, [], [], []
         self.stages: dict[str, dict[str, Any]] = {}
         evo.rollout = self.rollout  # type: ignore[method-assign]
         evo.train = self.train  # type: ignore[method-assign]
+        evo.measure = self.measure  # type: ignore[method-assign]
+        self.evo = evo
 
     def rollout(self, run_id: str, stage: dict[str, Any], model: str, roles: dict[str, str], k: int) -> dict[str, Any]:
         self.rolled.append((run_id, model, dict(roles)))
         self.stages[run_id] = stage
-        rate = self.held_out.get(run_id, 0.3)
-        n = 20
+        rate, n = 0.3, 20
         return {
             "run": run_id,
             "model": model,
@@ -76,24 +90,51 @@ class Scripted:
             "roles": {"solver": {"calls": n, "ok": n}},
         }
 
+    def measure(self, suite: SuiteEval, model: str, roles: dict[str, str], k: int) -> dict[str, Any]:
+        run_id = f"{self.evo.name}-r{k}-eval-{suite.name}"
+        self.measured.append((run_id, model, dict(roles), suite))
+        rate, n = self.held_out.get(run_id, 0.3), 20
+        solved = round(rate * n)
+        greedy = [
+            Trajectory(
+                run_id=run_id,
+                task=_task(i),
+                env_id="code",
+                policy=_POLICY,
+                success=i < solved,
+                reward=float(i < solved),
+            )
+            for i in range(n)
+        ]
+        return {"model": model, "runs": [run_id], **suite_numbers(greedy, greedy * 2 if suite.samples else [])}
+
     def train(self, method: str, name: str, **fields: Any) -> dict[str, Any]:
         self.trained.append((name, fields["model"], fields.get("data")))
         return {"checkpoint": name, "method": method, "examples": 10, "steps": 2, "loss_before": 1.0, "loss_after": 0.5}
 
 
+_POLICY = PolicyRef(model="scripted", backend="scripted")
+
+
+def _task(i: int) -> Task:
+    return Task(id=f"t/{i}", suite="t", prompt="p", payload={})
+
+
 def test_gate_refuses_a_worse_candidate_and_the_next_round_starts_from_the_incumbent(_isolated_home: Path) -> None:
     cfg = EvolveConfig(name="g", rounds=3, methods=["sft", "revision"], roles={"reviewer": ["reviewer"]})
     evo = Evolution(cfg, store=None, progress=False, log=lambda _: None)
-    fake = Scripted(evo, {"g-r0-eval": 0.5, "g-r1-eval": 0.4, "g-r2-eval": 0.5, "g-r3-eval": 0.45})
+    fake = Scripted(evo, {"g-r0-eval-val": 0.5, "g-r1-eval-val": 0.4, "g-r2-eval-val": 0.5, "g-r3-eval-val": 0.45})
     state = evo.run()
 
     gates = [state["stages"][f"r{k}/gate"] for k in (1, 2, 3)]
-    assert [(g["before"], g["after"], g["promoted"]) for g in gates] == [
-        (0.5, 0.4, False),  # worse: refused, both numbers kept
-        (0.5, 0.5, True),  # not worse: promoted
-        (0.5, 0.45, False),
+    assert [(g["before"], g["after"], g["promoted"], g["significant"]) for g in gates] == [
+        (0.5, 0.4, False, False),  # two tasks lost: may be worse by more than the margin, refused
+        (0.5, 0.5, True, False),  # the same tasks solved: not worse, promoted, no significant gain
+        (0.5, 0.45, False, False),
     ]
-    assert state["incumbent"] == {"model": "g-r2-sft", "roles": {"reviewer": "g-r2-reviewer"}}
+    assert gates[0]["paired"]["val"]["sampled"]["mean"] == pytest.approx(-0.1)
+    assert gates[0]["paired"]["test"]["greedy"]["mean"] == 0.0  # every suite is compared, only val decides
+    assert state["incumbent"] == {"model": "g-r2-sft", "roles": {"reviewer": "g-r2-reviewer"}, "round": 2}
     # Round 2 trained from the starting policy again (round 1's candidate was refused), round 3
     # from round 2's; the policy's data mixes success and revision rows; role adapters start from the base.
     assert fake.trained == [
@@ -104,37 +145,113 @@ def test_gate_refuses_a_worse_candidate_and_the_next_round_starts_from_the_incum
         ("g-r3-sft", "g-r2-sft", ["success", "revision"]),
         ("g-r3-reviewer", "embedded", ["reviewer"]),
     ]
-    # Collection uses the incumbent with its role adapters; evaluation the candidate with its own.
+    # Collection uses the incumbent with its role adapters; evaluation the candidate with its own,
+    # on every suite, the gate's first.
     assert ("g-r3-collect", "g-r2-sft", {"reviewer": "g-r2-reviewer"}) in fake.rolled
-    assert ("g-r1-eval", "g-r1-sft", {"reviewer": "g-r1-reviewer"}) in fake.rolled
+    r1 = [(run, model, roles) for run, model, roles, _ in fake.measured if run.startswith("g-r1-")]
+    assert r1[0] == ("g-r1-eval-val", "g-r1-sft", {"reviewer": "g-r1-reviewer"})
+    assert [run for run, _, _ in r1] == [f"g-r1-eval-{s}" for s in ("val", "test", "hard", "humaneval", "mbpp_plus")]
+    assert [fake.stages[f"g-r{k}-collect"]["task_seed"] for k in (1, 2, 3)] == [1, 2, 3]  # a fresh draw each round
 
     where = _isolated_home / "evolve" / "g"
     page = (where / "report.html").read_text()
-    assert "refused (regressed)" in page and "promoted" in page and "40.0%" in page and "50.0%" in page
+    assert "refused: may be worse by more than 0.05" in page and "promoted: not worse" in page
+    assert "40.0%" in page and "50.0%" in page
     for name in PLOTS:
         assert (where / f"{name}.png").stat().st_size > 1000
     assert state["finished"] is True
+    assert evo.summary()[0].startswith("round 1: val sampled pass@1 50.0% → 40.0% (refused)")
 
     # Running it again does nothing: every stage is done.
     again = Evolution(cfg, store=None, progress=False, log=lambda _: None)
     fake2 = Scripted(again, {})
     again.run()
-    assert fake2.rolled == [] and fake2.trained == []
+    assert fake2.rolled == [] and fake2.trained == [] and fake2.measured == []
     assert resume_config("g") == cfg
 
 
-def test_fresh_tasks_draw_other_training_tasks_each_round(_isolated_home: Path) -> None:
-    evo = Evolution(EvolveConfig(name="f", rounds=2, fresh_tasks=True), store=None, progress=False, log=lambda _: None)
-    fake = Scripted(evo, {})
-    evo.run()
+def test_a_significant_gain_is_promoted_and_said_so(_isolated_home: Path) -> None:
+    evo = Evolution(EvolveConfig(name="s", rounds=1, methods=["sft"]), store=None, log=lambda _: None)
+    Scripted(evo, {"s-r0-eval-val": 0.2, "s-r1-eval-val": 0.7})
+    gate = evo.run()["stages"]["r1/gate"]
+    assert gate["promoted"] and gate["significant"] and "the gain is significant" in gate["reason"]
+    assert gate["paired"]["val"]["sampled"]["p_value"] < 0.05
 
-    assert [fake.stages[f"f-r{k}-collect"].get("task_seed") for k in (1, 2)] == [1, 2]
-    assert "task_seed" not in fake.stages["f-r1-eval"]  # the held-out split is evaluated whole
+
+def test_retraining_from_the_base_uses_every_rounds_data(_isolated_home: Path) -> None:
+    evo = Evolution(
+        EvolveConfig(name="b", rounds=3, methods=["sft"], train_from="base"), store=None, log=lambda _: None
+    )
+    fake = Scripted(evo, {"b-r1-eval-val": 0.3, "b-r2-eval-val": 0.3})
+    runs: list[Any] = []
+    train = fake.train
+    evo.train = lambda method, name, **f: runs.append(f["run"]) or train(method, name, **f)  # type: ignore[method-assign]
+    evo.run()
+    assert [m for _, m, _ in fake.trained] == ["embedded"] * 3  # never from the incumbent
+    assert runs == [
+        ["b-r1-collect"],
+        ["b-r1-collect", "b-r2-collect"],
+        ["b-r1-collect", "b-r2-collect", "b-r3-collect"],
+    ]
+
+
+def test_bstar_probe_chooses_the_round_temperature_by_balance(_isolated_home: Path) -> None:
+    cfg = EvolveConfig(name="bs", rounds=1, methods=["sft"], bstar={"enabled": True, "probe_tasks": 2})  # type: ignore[arg-type]
+    evo = Evolution(cfg, store=None, log=lambda _: None)
+    fake = Scripted(evo, {})
+
+    def answers(run_id: str) -> list[Trajectory]:
+        # 0.4: one answer, always right (no exploration); 0.8: four distinct right answers;
+        # 1.2: distinct answers, half of them wrong but passing half the tests (poor precision at 0.5)
+        texts = {
+            "t0.4": [("a", 1.0)] * 4,
+            "t0.8": [(c, 1.0) for c in "abcd"],
+            "t1.2": [("a", 1.0), ("b", 1.0), ("x", 0.5), ("y", 0.5)],
+        }
+        out = []
+        for task in range(2):
+            for text, reward in texts[run_id.rsplit("-", 1)[1]]:
+                step = Step(
+                    index=0,
+                    role="solver",
+                    action=Action(kind="submit", text=text),
+                    observation=Observation(text="ok"),
+                    reward=reward,
+                )
+                out.append(
+                    Trajectory(
+                        run_id=run_id,
+                        task=_task(task),
+                        env_id="code",
+                        policy=_POLICY,
+                        steps=(step,),
+                        reward=reward,
+                        success=reward >= 1.0,
+                    )
+                )
+        return out
+
+    evo.episodes = answers  # type: ignore[method-assign]
+    state = evo.run()
+    probe = state["stages"]["r1/bstar"]
+    assert (probe["temperature"], probe["threshold"]) == (0.8, 1.0) and probe["score"] == 1.0
+    by_t = {c["temperature"]: c for c in probe["curves"]}
+    assert by_t[0.4]["distinct_correct"] == 1 and by_t[0.4]["balance"]["1"] == 0.25
+    assert by_t[1.2]["exploitation"]["0.5"] == 0.5 and by_t[1.2]["exploitation"]["1"] == 1.0
+    assert fake.stages["bs-r1-collect"]["sampling"]["temperature"] == 0.8  # the round collects at the choice
+    probes = [run for run, _, _ in fake.rolled if "probe" in run]
+    assert probes == ["bs-r1-probe-t0.4", "bs-r1-probe-t0.8", "bs-r1-probe-t1.2"]
+    assert fake.stages["bs-r1-probe-t0.4"]["max_steps"] == 1 and fake.stages["bs-r1-probe-t0.4"]["task_seed"] == 1001
+    assert (_isolated_home / "evolve" / "bs" / "bstar.png").stat().st_size > 1000
+
+
+def test_fresh_tasks_draw_other_training_tasks_each_round() -> None:
     first, second = (load_suite("bundled", split="train", limit=40, seed=k) for k in (1, 2))
     assert len(first) == 40 and all(t.split == "train" for t in first)
     assert {t.id for t in first} != {t.id for t in second}
     assert first != load_suite("bundled", split="train", limit=40)  # not the first 40
     assert load_suite("bundled", split="train", limit=40, seed=1) == first  # a resumed round draws the same
+    assert len({t.id for k in range(1, 4) for t in load_suite("bundled", split="train", limit=40, seed=k)}) > 60
 
 
 def test_a_round_that_trains_nothing_is_not_evaluated(_isolated_home: Path) -> None:
@@ -145,7 +262,8 @@ def test_a_round_that_trains_nothing_is_not_evaluated(_isolated_home: Path) -> N
     state = evo.run()
     gate = state["stages"]["r1/gate"]
     assert (gate["promoted"], gate["reason"]) == (False, "nothing was trained this round")
-    assert "r1/evaluate" not in state["stages"] and state["incumbent"]["model"] == "embedded"
+    assert not any(k.startswith("r1/eval/") for k in state["stages"]) and state["incumbent"]["model"] == "embedded"
+    assert evo.summary() == ["round 1: nothing was trained this round"]
 
 
 def test_same_name_with_another_config_is_a_clear_error(_isolated_home: Path) -> None:
@@ -163,7 +281,8 @@ TINY_EVOLVE = """
 name: k
 rounds: 1
 collect: {split: train, limit: 4, samples_per_task: 2, concurrency: 2, sampling: {temperature: 0.8, max_tokens: 128}}
-evaluate: {split: test, limit: 2, sampling: {max_tokens: 128}}
+evaluate: {sampling: {max_tokens: 128}}
+suites: [{name: val, split: val, limit: 2, samples: 2}]
 methods: [sft]
 train: {max_steps: 6, save_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, learning_rate: 1.0e-3, disable_tqdm: true}
 """
@@ -222,8 +341,8 @@ def test_kill_9_during_collection_and_training_then_resume_keeps_every_episode_o
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "round 1: held-out success" in done.stdout and "report:" in done.stdout
-    for run, n in (("k-r0-eval", 2), ("k-r1-collect", 8), ("k-r1-eval", 2)):
+    assert "round 1: val sampled pass@1" in done.stdout and "report:" in done.stdout
+    for run, n in (("k-r0-eval-val", 2), ("k-r0-eval-val-sampled", 4), ("k-r1-collect", 8), ("k-r1-eval-val", 2)):
         ids = stored(home, run)
         assert len(ids) == len(set(ids)) == n, run
     state = json.loads((home / "evolve" / "k" / "state.json").read_text())
@@ -280,11 +399,12 @@ def test_evolve_on_vllm_serves_each_rounds_adapter_from_one_server(
     raw.update(name="v", engine="vllm", vllm={"max_model_len": 2048, "kv_cache_gb": 1, "startup_timeout_s": 600})
     raw["collect"].update(limit=4, samples_per_task=2, concurrency=8, sampling={"temperature": 0.8, "max_tokens": 64})
     raw["evaluate"].update(sampling={"max_tokens": 64})
+    raw.update(suites=[{"name": "val", "split": "val", "limit": 2, "samples": 0}], gate={"metric": "greedy"})
     raw["train"].update(max_steps=2)
     with open_store(str(_isolated_home / "autodidact.db")) as store:
         evo = Evolution(EvolveConfig.model_validate(raw), store, progress=False, log=lambda _: None)
         state = evo.run()
-        evaluated = [t for t in store.query(TrajectoryQuery(run_id="v-r1-eval")) if t.parent_id is None]
+        evaluated = [t for t in store.query(TrajectoryQuery(run_id="v-r1-eval-val")) if t.parent_id is None]
     assert state["stages"]["r1/train/sft"]["checkpoint"] == "v-r1-sft", state["stages"]["r1/train/sft"]
     # r0 evaluation and r1 collection on the base; r1's candidate from its adapter, loaded by name
     assert [(spec, loaded) for spec, loaded, _ in seen] == [

@@ -55,7 +55,7 @@ def test_evolve_measures_a_new_world_model_against_the_incumbents(
     Scripted(evo, {})
     state = evo.run()
     got = state["stages"]["r1/world_model"]
-    assert asked == [("embedded", ["wm-r0-eval"]), ("wm-r1-world_model", ["wm-r0-eval"])]
+    assert asked == [("embedded", ["wm-r0-eval-val"]), ("wm-r1-world_model", ["wm-r0-eval-val"])]
     assert (got["before"]["exact"], got["after"]["exact"]) == (0.2, 0.6)
     page = (_isolated_home / "evolve" / "wm" / "report.html").read_text()
     assert "next-observation accuracy 20.0% → 60.0%" in page
