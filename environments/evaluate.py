@@ -54,12 +54,17 @@ async def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> list[EpisodeOutcome]:
-    """Run ``policy`` once on every task; outcomes in task order. Episode faults are outcomes, not raises."""
+    """Run ``policy`` once on every task; outcomes in task order. Episode faults are outcomes, not raises.
+
+    Code episodes show the hidden tests' verdict (``feedback="hidden"``, unless ``env_kwargs``
+    says otherwise): this checks the checkers, so a failure's detail is why the hidden tests
+    failed, and nothing runs twice."""
     gate = asyncio.Semaphore(concurrency)
+    env_kwargs = {**({"feedback": "hidden"} if env_id == "code" else {}), **(env_kwargs or {})}
 
     async def one(task: Task) -> EpisodeOutcome:
         async with gate:
-            outcome = await _episode(env_id, task, policy, max_steps, env_kwargs or {})
+            outcome = await _episode(env_id, task, policy, max_steps, env_kwargs)
         if bar is not None:
             bar.advance(bar_task)
         return outcome

@@ -55,7 +55,7 @@ async def test_duplicates_are_dropped_and_every_executed_answer_is_a_path_the_be
     assert len(model.seen) == 3  # one expansion of the root: one batch of three samples
     main, other = trajs
     assert _answers(main.steps) == [GOOD] and main.success and main.reward == 1.0 and main.error is None
-    assert _answers(other.steps) == [WRONG] and not other.success and other.steps[0].truncated
+    assert _answers(other.steps) == [WRONG] and not other.success and other.steps[0].terminated  # its final answer
     assert main.parent_id is None and main.branch_step is None
     assert other.parent_id == main.id and other.branch_step == 0
     assert [s.index for s in other.steps] == [0] and other.steps[0].observation is not None
