@@ -50,8 +50,8 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-# The main job on the embedded defaults: a short `autodidact evolve` (measure the held-out
-# split, collect on the train split, train, measure again, promote if not worse), then the report.
+# The main job on the embedded defaults: a short `autodidact evolve` (measure the val and test
+# splits, collect on the train split, train, measure again, promote unless val says worse), then the report.
 demo: setup
 	rm -rf $(DEMO_HOME)
 	AUTODIDACT_HOME=$(DEMO_HOME) $(AD) evolve --config examples/evolve_demo.yaml

@@ -109,6 +109,8 @@ def _converted(gguf: Path) -> Path:
         model.config.__dict__.pop("quantization_config", None)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if out.exists() and not (out / "config.json").is_file():  # left incomplete by a killed process
+            shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)  # atomic: a concurrent loader sees a whole dir or none
     except OSError as e:
         if (out / "config.json").is_file():  # another process won the race
