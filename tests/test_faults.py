@@ -103,7 +103,8 @@ async def test_a_sandbox_worker_killed_mid_episode_errors_that_episode_and_is_re
     )
     store_url = str(tmp_path / "s.db")
     with open_store(store_url) as store:
-        cfg = RunConfig(run_id="sandbox-dies", samples_per_task=4, concurrency=1)
+        # hidden-test feedback: one sandbox job per submission (visible feedback runs the visible tests beside it)
+        cfg = RunConfig(run_id="sandbox-dies", samples_per_task=4, concurrency=1, env_options={"feedback": "hidden"})
         result = await asyncio.wait_for(run_rollout(cfg, model, store, tasks=[TASK], progress=False), 60)
     await killer[0]
     [pid] = killed

@@ -173,6 +173,7 @@ def test_gate_refuses_a_worse_candidate_and_the_next_round_starts_from_the_incum
 def test_a_significant_gain_is_promoted_and_said_so(_isolated_home: Path) -> None:
     evo = Evolution(EvolveConfig(name="s", rounds=1, methods=["sft"]), store=None, log=lambda _: None)
     Scripted(evo, {"s-r0-eval-val": 0.2, "s-r1-eval-val": 0.7})
+    evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
     gate = evo.run()["stages"]["r1/gate"]
     assert gate["promoted"] and gate["significant"] and "the gain is significant" in gate["reason"]
     assert gate["paired"]["val"]["sampled"]["p_value"] < 0.05
@@ -186,6 +187,7 @@ def test_retraining_from_the_base_uses_every_rounds_data(_isolated_home: Path) -
     runs: list[Any] = []
     train = fake.train
     evo.train = lambda method, name, **f: runs.append(f["run"]) or train(method, name, **f)  # type: ignore[method-assign]
+    evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
     evo.run()
     assert [m for _, m, _ in fake.trained] == ["embedded"] * 3  # never from the incumbent
     assert runs == [
@@ -259,6 +261,7 @@ def test_a_round_that_trains_nothing_is_not_evaluated(_isolated_home: Path) -> N
     fake = Scripted(evo, {})
     fake.train = lambda method, name, **f: {"checkpoint": None, "skipped": "no successes"}  # type: ignore[method-assign]
     evo.train = fake.train  # type: ignore[method-assign]
+    evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
     state = evo.run()
     gate = state["stages"]["r1/gate"]
     assert (gate["promoted"], gate["reason"]) == (False, "nothing was trained this round")
@@ -367,6 +370,7 @@ def test_curriculum_tasks_join_the_rounds_training_data(_isolated_home: Path, mo
     fake = Scripted(evo, {})
     train = fake.train
     evo.train = lambda method, name, **f: runs.append(f["run"]) or train(method, name, **f)  # type: ignore[method-assign]
+    evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
     state = evo.run()
     assert made == [(1, "embedded")] and runs == [["cu-r1-collect", "cu-r1-curriculum"]]
     assert state["stages"]["r1/curriculum"]["kept"] == 3
