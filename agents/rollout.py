@@ -180,9 +180,12 @@ def env_options(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _check_env_options(cfg: RunConfig) -> None:
-    """``env_options`` the environment does not take, or values it refuses: a ConfigError now."""
+    """``env_options`` the environment does not take, or values it refuses: a ConfigError now,
+    not an error in every episode."""
     import inspect
 
+    if not cfg.env_options:
+        return
     cls = registry.load("environment", cfg.env)
     params = inspect.signature(cls).parameters
     unknown = sorted(k for k in cfg.env_options if k not in params)
@@ -193,6 +196,8 @@ def _check_env_options(cfg: RunConfig) -> None:
         registry.make("environment", cfg.env, **env_options(cfg))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"env_options: {e}") from e
+    except Exception:  # the environment's own faults (no sandbox, ...) are each episode's to record
+        pass
 
 
 def episode_id(run_id: str, task: Task, sample: int) -> str:

@@ -26,12 +26,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from autodidact.types import Trajectory
+from autodidact.types import Step, Trajectory
 from environments.code.env import SUBMIT_KINDS
 from environments.tasks import SplitFilter
 from training.stats import PairedDifference, mean_pass_at_k, paired_bootstrap, two_attempts, wilson
 
 Metric = Literal["sampled", "greedy"]
+METRICS: tuple[Metric, ...] = ("greedy", "sampled")
 
 
 class SuiteEval(BaseModel):
@@ -52,9 +53,14 @@ class SuiteEval(BaseModel):
         return {"suite": self.suite, "split": self.split, "limit": self.limit, "task_seed": self.task_seed}
 
 
+def submissions(t: Trajectory) -> list[Step]:
+    """The steps of an episode that submitted code and were scored."""
+    return [s for s in t.steps if s.action is not None and s.action.kind in SUBMIT_KINDS and s.observation is not None]
+
+
 def first_and_final(t: Trajectory) -> tuple[bool, bool]:
     """Whether an episode's first submission was right, and whether its final answer was."""
-    submitted = [s for s in t.steps if s.action is not None and s.action.kind in SUBMIT_KINDS and s.observation]
+    submitted = submissions(t)
     first = bool(submitted) and submitted[0].reward >= 1.0
     return first, t.success
 

@@ -66,7 +66,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from autodidact.config import home, merged
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Trajectory, new_id
-from training.evaluation import Metric, SuiteEval, compare, headline, suite_numbers
+from training.evaluation import METRICS, Metric, SuiteEval, compare, headline, submissions, suite_numbers
 from training.stats import gate, wilson
 
 if TYPE_CHECKING:
@@ -509,8 +509,8 @@ class Evolution:
             self.rollout(run_id, stage, model, roles, k)
             per_task: dict[str, list[Sample]] = {}
             for ep in self.episodes(run_id):
-                submitted = next((s for s in ep.steps if s.action is not None and s.observation is not None), None)
-                text = submitted.action.text if submitted is not None and submitted.action is not None else ""
+                submitted = submissions(ep)
+                text = submitted[0].action.text if submitted and submitted[0].action is not None else ""
                 per_task.setdefault(ep.task.id, []).append(Sample(text, ep.reward, ep.success))
             probe[t] = list(per_task.values())
         chosen = choose(probe, b.thresholds, b.n_star)
@@ -606,8 +606,8 @@ class Evolution:
         g = self.config.gate
         paired: dict[str, dict[str, Any]] = {}
         for name in after:
-            for metric in ("greedy", "sampled"):
-                d = compare(after[name], before[name], metric)  # type: ignore[arg-type]
+            for metric in METRICS:
+                d = compare(after[name], before[name], metric)
                 if d is not None:
                     paired.setdefault(name, {})[metric] = vars(d)
         diff = compare(after[g.suite], before[g.suite], g.metric)

@@ -30,9 +30,10 @@ What a submission shows the agent depends on ``feedback``:
   agent only tests it can see or write). Kept for comparison.
 
 ``max_attempts`` bounds submissions and ``max_steps`` all actions; running out of either
-truncates the episode (in ``"visible"`` mode the last attempt ends it as the final answer). Every step's ``info`` has ``kind`` and, for ``test`` and ``submit``,
-``passed``/``total``/``success``, ``outcomes`` (one bool per test, in order) and
-``failures`` (label and error of the first failing tests).
+truncates the episode (in ``"visible"`` mode the last attempt ends it as the final answer).
+Every step's ``info`` has ``kind`` and, for ``test`` and ``submit``, ``passed``/``total``/
+``success``, ``outcomes`` (one bool per test, in order) and ``failures`` (label and error of
+the first failing tests).
 
 Example:
     >>> env = CodeEnvironment()
