@@ -11,6 +11,12 @@ samples whose reward clears the threshold as the selected ones, is
 precision of the selection. Averaged over a probe of training tasks, it is computed for each
 candidate temperature (and reward threshold), and the round samples with the best pair.
 
+How many samples a task gets is chosen from the same probe (:func:`samples_needed`): the
+balance score of each task's first ``k`` samples grows with ``k`` while new distinct correct
+answers keep coming, then levels off; the round samples the smallest ``k`` that reaches the
+best score within a tolerance, so a policy that has stopped exploring is not asked for
+duplicates, and one that still finds new answers gets more tries.
+
 For code tasks the reward is the share of hidden tests passed, so a threshold below 1 also
 selects partly right answers: exploitation then measures how often those are really correct.
 
@@ -92,3 +98,24 @@ def choose(probe: Mapping[float, Sequence[Sequence[Sample]]], thresholds: Sequen
         raise ValueError("choose needs at least one temperature and one threshold")
     scored = [Choice(t, th, balance_score(tasks, th, n_star)) for t, tasks in probe.items() for th in thresholds]
     return max(scored, key=lambda c: (c.score, -c.temperature, c.threshold))
+
+
+def samples_needed(
+    tasks: Sequence[Sequence[Sample]], threshold: float, n_star: int, options: Sequence[int], tolerance: float = 0.05
+) -> tuple[int, dict[int, float]]:
+    """The smallest sample count among ``options`` whose balance score (each task's first ``k``
+    samples) is within ``tolerance`` (relative) of the best option's, and each option's score.
+    Where no option selects a correct answer, the largest: more tries are the only way to find one.
+
+    Example:
+        >>> same = [[Sample("x", 1.0, True)] * 8]  # one answer, again and again
+        >>> samples_needed(same, 1.0, n_star=4, options=[2, 4, 8])
+        (2, {2: 0.25, 4: 0.25, 8: 0.25})
+    """
+    if not options or min(options) < 1:
+        raise ValueError(f"options must be sample counts of at least 1, not {list(options)}")
+    scores = {k: balance_score([t[:k] for t in tasks], threshold, n_star) for k in sorted(options)}
+    best = max(scores.values())
+    if best <= 0.0:
+        return max(scores), scores
+    return min(k for k, v in scores.items() if v >= best * (1.0 - tolerance)), scores

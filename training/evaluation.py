@@ -7,7 +7,8 @@ gate use:
 
 - ``greedy``: greedy pass@1, its 95% Wilson interval, mean reward;
 - ``sampled``: sampled pass@1 (the mean over tasks of the share of a task's samples that pass),
-  pass@k (the unbiased estimator, k = ``samples``), mean reward;
+  pass@k (the unbiased estimator, k = ``samples``), mean reward, and the two-attempt numbers
+  below over the sampled episodes (k times the greedy run's, so finer);
 - ``two_attempts``: SCoRe's Acc@t1, Acc@t2, Δ(t1,t2), Δi→c and Δc→i of the greedy episodes
   (the first submission's outcome against the final answer's);
 - ``tasks``: each task's greedy outcome and sampled share, so that two policies measured on the
@@ -93,6 +94,7 @@ def suite_numbers(greedy: Sequence[Trajectory], sampled: Sequence[Trajectory] = 
             "pass_at_k": mean_pass_at_k(counts, k),
             "mean_reward": sum(t.reward for t in sampled) / len(sampled),
             "episodes": len(sampled),
+            "two_attempts": vars(two_attempts([first_and_final(t) for t in sampled])),
         }
         for task_id, v in per_task.items():
             tasks.setdefault(task_id, {})["sampled"] = sum(v) / len(v)

@@ -7,7 +7,8 @@ A round, with the *incumbent* policy (round 1: ``model``):
    at random from the whole training split, another draw each round (``fresh_tasks``), each with
    up to two attempts and, between them, only the feedback an agent could see (the visible
    tests; :mod:`environments.code.env`). With ``bstar.enabled`` the round's sampling temperature
-   is chosen first by B-STaR's balance score on a small probe (:mod:`training.bstar`). With
+   and samples per task are chosen first by B-STaR's balance score on a small probe
+   (:mod:`training.bstar`). With
    ``curriculum.enabled``, the incumbent also collects on new tasks it wrote from the ones it
    failed (:mod:`training.curriculum`).
 2. **train** — one checkpoint per method, in this order, each starting from the one before:
@@ -29,7 +30,12 @@ A round, with the *incumbent* policy (round 1: ``model``):
    the round's role adapters) is the next round's incumbent; a refused one is kept as a
    checkpoint and nothing else changes.
 
-Round 0 is the starting policy's evaluation on every suite, the bar for round 1.
+Round 0 is the starting policy's evaluation on every suite, the bar for round 1. At the end,
+:func:`overall` pairs the final incumbent's evaluation with round 0's on every suite.
+
+Rollouts run on ``engine`` (``auto``: vLLM with runtime LoRA on a GPU, compiled vLLM on each
+policy's merged weights on CPUs, transformers where vLLM is not installed); training always runs
+in this process.
 
 Resumable after a kill at any point: every stage has a fixed name (run ids
 ``<name>-r<k>-collect`` and ``<name>-r<k>-eval-<suite>[-sampled]``, checkpoint names
@@ -70,7 +76,7 @@ from training.evaluation import METRICS, Metric, SuiteEval, compare, headline, s
 from training.stats import gate, wilson
 
 if TYPE_CHECKING:
-    from agents.llm.vllm_server import PolicyServer
+    from agents.llm.vllm_server import MergedPolicyServer, PolicyServer
 
 METHODS = ("sft", "revision", "webrl", "dpo")
 STATE_FILE = "state.json"
@@ -123,18 +129,30 @@ class GateConfig(BaseModel):
 
 
 class BStarConfig(BaseModel):
-    """B-STaR's choice of the round's sampling temperature (:mod:`training.bstar`)."""
+    """B-STaR's choice of the round's sampling temperature and samples per task (:mod:`training.bstar`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(False, description="probe before each collection and sample at the best temperature")
+    enabled: bool = Field(False, description="probe before each collection and sample at the best settings")
     temperatures: tuple[float, ...] = Field((0.4, 0.8, 1.2), min_length=1, description="the candidates")
     thresholds: tuple[float, ...] = Field(
         (1.0, 0.5), min_length=1, description="reward thresholds a sample is selected at (its share of tests passed)"
     )
+    samples: tuple[int, ...] = Field(
+        (2, 4, 8), min_length=1, description="candidate samples per task; the probe takes the largest"
+    )
+    tolerance: float = Field(
+        0.05, ge=0.0, lt=1.0, description="the fewest samples whose balance is within this share of the best"
+    )
     probe_tasks: int = Field(8, ge=1, description="training tasks in the probe, drawn at random each round")
-    probe_samples: int = Field(4, ge=1, description="samples per probe task at each temperature")
     n_star: int = Field(4, ge=1, description="distinct correct answers a task needs for full exploration credit")
+
+    @field_validator("samples")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if min(v) < 1:
+            raise ValueError(f"samples are counts per task, at least 1: {v}")
+        return tuple(sorted(set(v)))
 
 
 class EvolveConfig(BaseModel):
@@ -176,14 +194,16 @@ class EvolveConfig(BaseModel):
     train: dict[str, Any] = Field(
         default_factory=dict, description="trainer settings for every method (TrainingArguments, LoRA, ...)"
     )
-    engine: Literal["transformers", "vllm"] = Field(
-        "transformers",
-        description="what runs the rollouts: transformers in process, or one managed vLLM server for the "
-        "whole run with each round's LoRA adapter loaded into it by name",
+    engine: Literal["auto", "transformers", "vllm", "vllm-merged"] = Field(
+        "auto",
+        description="what runs the rollouts: transformers in process; vllm, one managed vLLM server for "
+        "the whole run with each round's LoRA adapter loaded into it by name (for GPUs); vllm-merged, a "
+        "compiled vLLM server without LoRA started again on each policy's merged weights (for CPUs); auto: "
+        "vllm on a GPU, vllm-merged on CPUs (transformers with role adapters), transformers without vLLM",
     )
     vllm: dict[str, Any] = Field(
         default_factory=dict,
-        description="VLLMServerConfig fields for engine: vllm (kv_cache_gb, max_model_len, enforce_eager, ...)",
+        description="VLLMServerConfig fields for the vllm engines (kv_cache_gb, max_model_len, enforce_eager, ...)",
     )
     bstar: BStarConfig = BStarConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
@@ -234,6 +254,15 @@ class EvolveConfig(BaseModel):
         if unknown or not v:
             raise ValueError(f"methods must list some of {', '.join(METHODS)}; got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _merged_engine_has_no_roles(self) -> EvolveConfig:
+        if self.engine == "vllm-merged" and self.roles:
+            raise ValueError(
+                f"engine: vllm-merged serves one policy at a time, and roles {sorted(self.roles)} have adapters "
+                "of their own: use engine: vllm (runtime LoRA) or transformers"
+            )
+        return self
 
     @model_validator(mode="after")
     def _gate_suite_is_measured(self) -> EvolveConfig:
@@ -297,7 +326,9 @@ class Evolution:
         self.progress = progress
         self.log = log
         self.state: dict[str, Any] = self._load()
-        self._server: PolicyServer | None = None  # engine: vllm's server, started at the first rollout
+        self._server: PolicyServer | MergedPolicyServer | None = None  # the vllm engines' server
+        self.engine: str = self.state.get("engine") or self._engine()  # auto is resolved once per run
+        self.state["engine"] = self.engine
 
     def _load(self) -> dict[str, Any]:
         path = self.dir / STATE_FILE
@@ -371,10 +402,11 @@ class Evolution:
 
         ``engine: transformers``: the model is built here and closed after. ``engine: vllm``: one
         vLLM server serves the whole run; ``spec``'s adapter (and the roles') are loaded into it by
-        name and any other adapter is unloaded, with no restart.
+        name and any other adapter is unloaded, with no restart. ``engine: vllm-merged``: one
+        compiled server at a time, started again on ``spec``'s merged weights when the policy changes.
         """
         roles = dict(roles or {})
-        if self.config.engine == "transformers":
+        if self.engine == "transformers":
             from agents.llm.base import resolve_model
 
             chat = resolve_model(spec).build()
@@ -390,18 +422,43 @@ class Evolution:
         finally:
             await server.release()
 
-    def _start_server(self) -> PolicyServer:
-        from agents.llm.vllm_server import PolicyServer
+    def _engine(self) -> str:
+        """``config.engine``, with ``auto`` resolved: vllm on a GPU, vllm-merged on CPUs (transformers
+        when roles have adapters), transformers where vLLM is not installed."""
+        if self.config.engine != "auto":
+            return self.config.engine
+        import torch
+
+        from agents.llm.vllm_server import vllm_python
+        from autodidact.errors import ModelLoadError
+
+        try:
+            vllm_python()
+        except ModelLoadError:
+            return "transformers"
+        if torch.cuda.is_available():
+            return "vllm"
+        return "transformers" if self.config.roles else "vllm-merged"
+
+    def _start_server(self) -> PolicyServer | MergedPolicyServer:
+        from agents.llm.base import VLLMServerConfig
+        from agents.llm.vllm_server import MergedPolicyServer, PolicyServer
         from training.checkpoints import find_checkpoint
 
         ckpt = find_checkpoint(self.config.model)
         base = ckpt.load_spec()[0] if ckpt is not None else self.config.model
-        self.log(f"[evolve {self.name}] starting a vLLM server on {base} (LoRA adapters loaded per round)")
-        server = self._server = PolicyServer.start(base, **self.config.vllm)
+        if self.engine == "vllm":
+            self.log(f"[evolve {self.name}] starting a vLLM server on {base} (LoRA adapters loaded per round)")
+            server: PolicyServer | MergedPolicyServer = PolicyServer.start(base, **self.config.vllm)
+        else:
+            self.log(f"[evolve {self.name}] vLLM without LoRA on {base}: each policy served from merged weights")
+            fields = {"enforce_eager": False, **self.config.vllm}  # compiled: one start a policy pays for itself
+            server = MergedPolicyServer(VLLMServerConfig(model=base, **fields))
+        self._server = server
         return server
 
     def stop_server(self) -> None:
-        """Stop the vLLM server of ``engine: vllm`` (if one was started)."""
+        """Stop the server of the vllm engines (if one was started)."""
         server, self._server = self._server, None
         if server is not None:
             server.stop()
@@ -419,6 +476,8 @@ class Evolution:
 
         ckpt = find_checkpoint(name)
         if ckpt is None or ckpt.name != name:
+            if self.engine == "vllm-merged":  # the cores and memory go to training; a new policy restarts it anyway
+                self.stop_server()
             fn, config_cls = trainer(method)
             saved = resume_point(name) is not None
             if not saved:
@@ -491,8 +550,9 @@ class Evolution:
     def probe(self, k: int, model: str, roles: dict[str, str]) -> dict[str, Any]:
         """B-STaR's probe: the same few training tasks sampled at each candidate temperature
         (one attempt each); exploration, exploitation and the balance score per temperature and
-        threshold, and the chosen temperature (:mod:`training.bstar`)."""
-        from training.bstar import Sample, balance_score, choose, exploitation, exploration
+        threshold, the chosen temperature, and the samples per task the balance asks for
+        (:mod:`training.bstar`)."""
+        from training.bstar import Sample, balance_score, choose, exploitation, exploration, samples_needed
 
         b = self.config.bstar
         probe: dict[float, list[list[Sample]]] = {}
@@ -502,18 +562,19 @@ class Evolution:
                 **self.config.collect,
                 "limit": b.probe_tasks,
                 "task_seed": 1000 + k,  # other tasks than any round's collection draw (seed k)
-                "samples_per_task": b.probe_samples,
+                "samples_per_task": max(b.samples),
                 "max_steps": 1,
                 "sampling": {**self.config.collect.get("sampling", {}), "temperature": t},
             }
             self.rollout(run_id, stage, model, roles, k)
             per_task: dict[str, list[Sample]] = {}
-            for ep in self.episodes(run_id):
+            for ep in sorted(self.episodes(run_id), key=lambda e: e.started_at):  # "first k": by start
                 submitted = submissions(ep)
                 text = submitted[0].action.text if submitted and submitted[0].action is not None else ""
                 per_task.setdefault(ep.task.id, []).append(Sample(text, ep.reward, ep.success))
             probe[t] = list(per_task.values())
         chosen = choose(probe, b.thresholds, b.n_star)
+        n, by_n = samples_needed(probe[chosen.temperature], chosen.threshold, b.n_star, b.samples, b.tolerance)
         curves = [
             {
                 "temperature": t,
@@ -524,13 +585,15 @@ class Evolution:
             for t, tasks in probe.items()
         ]
         self.log(
-            f"[evolve {self.name}] round {k}: B-STaR chose temperature {chosen.temperature:g} "
-            f"(threshold {chosen.threshold:g}, balance {chosen.score:.3f})"
+            f"[evolve {self.name}] round {k}: B-STaR chose temperature {chosen.temperature:g} and {n} samples "
+            f"per task (threshold {chosen.threshold:g}, balance {chosen.score:.3f})"
         )
         return {
             "temperature": chosen.temperature,
             "threshold": chosen.threshold,
             "score": chosen.score,
+            "samples_per_task": n,
+            "balance_by_samples": {str(m): v for m, v in by_n.items()},
             "curves": curves,
         }
 
@@ -543,6 +606,7 @@ class Evolution:
         if c.bstar.enabled:
             chosen = self.stage(f"r{k}/bstar", partial(self.probe, k, model, roles))
             collect["sampling"] = {**collect.get("sampling", {}), "temperature": chosen["temperature"]}
+            collect["samples_per_task"] = chosen["samples_per_task"]
         self.stage(f"r{k}/collect", lambda: self.rollout(collect_id, collect, model, roles, k))
         runs = [collect_id]
         if c.curriculum.enabled:
@@ -652,7 +716,8 @@ class Evolution:
         return write_report(self.state, self.dir)
 
     def summary(self) -> list[str]:
-        """One line per round: the gate's numbers and verdict, and the other suites' paired gains."""
+        """One line per round: the gate's numbers and verdict, and the other suites' paired gains;
+        then the final incumbent against the start on every suite."""
         lines = []
         for k in range(1, self.config.rounds + 1):
             g = self.state["stages"].get(f"r{k}/gate", {})
@@ -671,7 +736,43 @@ class Evolution:
                 f"round {k}: {g['suite']} {g['metric']} pass@1 {g['before']:.1%} → {g['after']:.1%} ({verdict}); "
                 f"paired gain elsewhere: {others or '–'}"
             )
+        k, per_suite = overall(self.state)
+        gains = "; ".join(
+            f"{name} {metric} {v['before']:.1%} → {v['after']:.1%}, {v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+            for name, per in per_suite.items()
+            for metric, v in per.items()
+        )
+        lines.append(
+            f"overall: the policy of round {k} against round 0: {gains}"
+            if gains
+            else "overall: no round was promoted; the policy is the starting one"
+        )
         return lines
+
+
+def overall(state: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]]]:
+    """The round whose candidate is the incumbent now, and its evaluation against round 0's on
+    every suite and metric: pass@1 before and after, and the paired difference (mean, 95% CI,
+    p). Empty when no round was promoted. The gate suite's numbers here are biased upward (it
+    chose the rounds); every other suite's are not."""
+    k = int(state.get("incumbent", {}).get("round", 0))
+    stages = state.get("stages", {})
+    out: dict[str, dict[str, Any]] = {}
+    if k == 0:
+        return 0, out
+    for key, start in stages.items():
+        if not key.startswith("r0/eval/") or f"r{k}/eval/{key[8:]}" not in stages:
+            continue
+        end = stages[f"r{k}/eval/{key[8:]}"]
+        for metric in METRICS:
+            d = compare(end, start, metric)
+            if d is not None and start.get(metric):
+                out.setdefault(key[8:], {})[metric] = {
+                    "before": headline(start, metric),
+                    "after": headline(end, metric),
+                    **vars(d),
+                }
+    return k, out
 
 
 def evolve_dir(name: str) -> Path:

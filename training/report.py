@@ -207,6 +207,36 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.1%}"
 
 
+def _attempts(two: dict[str, Any]) -> str:
+    """Acc@t1 → Acc@t2 with the wrong→right and right→wrong shares."""
+    return (
+        f"{_pct(two['acc_t1'])} → {_pct(two['acc_t2'])} (i→c {_pct(two['wrong_to_right'])}, "
+        f"c→i {_pct(two['right_to_wrong'])})"
+    )
+
+
+def _overall(state: dict[str, Any]) -> str:
+    """The final incumbent against round 0 on every suite (:func:`training.evolve.overall`)."""
+    from training.evolve import overall
+
+    k, per_suite = overall(state)
+    if not per_suite:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(name)}</td><td>{e(metric)}</td><td>{_pct(v['before'])} → {_pct(v['after'])}</td>"
+        f"<td>{v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}] p={v['p_value']:.3f} (n={v['n']})</td></tr>"
+        for name, per in per_suite.items()
+        for metric, v in per.items()
+    )
+    return (
+        f"<h2>Overall: round {k}'s policy against round 0</h2><p>The incumbent now (promoted in round {k}) "
+        "against the starting policy, paired per task. The gate's suite chose the rounds, so its gain is "
+        "biased upward; the others are not.</p><table><tr><th>suite</th><th>metric</th><th>pass@1</th>"
+        f"<th>paired difference, 95% CI, one-sided p</th></tr>{rows}</table>"
+    )
+
+
 def write_report(state: dict[str, Any], out: Path) -> Path:
     """Write ``report.html`` and the plots into ``out``; the HTML's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -233,8 +263,8 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
                 f"<td>{g['successes']}/{ev['tasks_n']} = {_pct(g['pass_at_1'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]</td>"
                 f"<td>{_pct(sm['pass_at_1']) if sm else '–'}</td>"
                 f"<td>{(_pct(sm['pass_at_k']) + ' (k=' + str(sm['k']) + ')') if sm else '–'}</td>"
-                f"<td>{_pct(two['acc_t1'])} → {_pct(two['acc_t2'])} (i→c {_pct(two['wrong_to_right'])}, "
-                f"c→i {_pct(two['right_to_wrong'])})</td><td>{e(vs) or '–'}</td><td>{verdict}</td></tr>"
+                f"<td>{_attempts(two)}{('<br>sampled: ' + _attempts(sm['two_attempts'])) if sm and 'two_attempts' in sm else ''}"
+                f"</td><td>{e(vs) or '–'}</td><td>{verdict}</td></tr>"
             )
         if collect is not None:
             rows.append(
@@ -286,7 +316,7 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>autodidact evolve: {e(state["name"])}</h1>
-<p>Status: {status}. Stage time so far: {total / 60:.1f} min. Current policy: <b>{e(str(incumbent.get("model")))}</b>
+<p>Status: {status}. Stage time so far: {total / 60:.1f} min. Rollout engine: {e(str(state.get("engine", "transformers")))}. Current policy: <b>{e(str(incumbent.get("model")))}</b>
 {("; role adapters: " + e(", ".join(f"{r}={m}" for r, m in incumbent.get("roles", {}).items()))) if incumbent.get("roles") else ""}.</p>
 <h2>Rounds</h2>
 <p>Each round's candidate (round 0: the starting policy) on every suite: greedy pass@1 with its 95% Wilson
@@ -296,6 +326,7 @@ interval and one-sided p-value. The gate decides on its suite alone; the others 
 <table><tr><th>round</th><th>suite</th><th>policy</th><th>greedy pass@1</th><th>sampled pass@1</th><th>pass@k</th>
 <th>Acc@t1 → Acc@t2</th><th>vs incumbent</th><th>gate</th></tr>
 {"".join(rows)}</table>
+{_overall(state)}
 <h2>Training</h2>
 <table><tr><th>round</th><th>stage</th><th>checkpoint</th><th>rows</th><th>steps</th><th>loss</th><th>seconds</th></tr>
 {"".join(train_rows)}</table>

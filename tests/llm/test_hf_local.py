@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,32 @@ async def test_a_model_built_with_an_adapter_keeps_it_for_requests_without_one(
         assert list(built.model.peft_config) == ["default"]
     finally:
         await built.aclose()
+
+
+def test_merged_weights_give_the_adapters_logits_and_are_made_once(lora_adapters) -> None:  # type: ignore[no-untyped-def]
+    """A LoRA checkpoint served without LoRA (engine: vllm-merged) must be the same function."""
+    import torch
+
+    from agents.llm.hf_local import load_model_and_tokenizer, merged_weights
+
+    adapter = str(lora_adapters[0])
+    out = merged_weights("embedded", adapter, "float32")
+    assert out.name == "a1-merged-float32" and (out / "config.json").is_file()
+    assert not (out / "adapter_config.json").exists()  # plain weights, nothing for a server to apply
+    mtime = (out / "config.json").stat().st_mtime_ns
+    assert merged_weights("embedded", adapter, "float32") == out  # made once
+    assert (out / "config.json").stat().st_mtime_ns == mtime
+    with_adapter: Any
+    merged: Any
+    with_adapter, tok = load_model_and_tokenizer("embedded", adapter, device="cpu")
+    merged, _ = load_model_and_tokenizer(str(out), device="cpu")
+    ids = tok("def last(xs):", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected, got = with_adapter(ids).logits, merged(ids).logits
+        base = with_adapter.get_base_model()
+        with with_adapter.disable_adapter():
+            plain = base(ids).logits
+    assert not torch.allclose(plain, expected, atol=1e-2)  # the adapter changes the model...
+    assert torch.allclose(got, expected, atol=1e-4)  # ...and the merged weights are that model
+    with pytest.raises(ModelLoadError, match=r"no adapter_config\.json"):
+        merged_weights("embedded", str(out))

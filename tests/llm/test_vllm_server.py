@@ -16,12 +16,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from agents.llm.base import AdapterView, VLLMServerConfig, resolve_model
+from agents.llm.base import AdapterView, OpenAIConfig, VLLMServerConfig, resolve_model
+from agents.llm.hf_local import resolve_weights
 from agents.llm.http import HTTPClient
+from agents.llm.openai_compat import OpenAIChatModel
 from agents.llm.vllm_server import ManagedVLLMServer, PolicyServer, VLLMServerChatModel, signals_unwind, vllm_python
 from autodidact.errors import ModelLoadError
 from autodidact.types import Message, SamplingParams
@@ -227,3 +230,49 @@ def test_sigterm_unwinds_like_ctrl_c_so_finally_blocks_run() -> None:
             cleaned.append("server stopped")
     assert cleaned == ["server stopped"]
     assert signal.getsignal(signal.SIGTERM) is before  # put back afterwards
+
+
+class Launches:
+    """Stands in for starting a vLLM server: records what each start would serve."""
+
+    def __init__(self) -> None:
+        self.served: list[str] = []
+        self.stopped = 0
+
+    def __call__(self, config: VLLMServerConfig) -> Any:
+        launches = self
+        self.served.append(config.model)
+
+        class Chat:
+            name = "chat"
+            server = ManagedVLLMServer(config, Path(config.model))
+
+            async def aclose(self) -> None:
+                launches.stopped += 1
+
+        chat = Chat()
+        chat.client = OpenAIChatModel(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="policy"))  # type: ignore[attr-defined]
+        return chat
+
+
+async def test_a_merged_policy_server_restarts_only_when_the_policy_changes(lora_adapters, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from agents.llm.vllm_server import MergedPolicyServer
+    from training.checkpoints import register_checkpoint
+
+    monkeypatch.setenv("AUTODIDACT_VLLM_PYTHON", sys.executable)  # nothing is started here
+    register_checkpoint("mk1", lora_adapters[0], kind="lora", base_model="embedded")
+    launches = Launches()
+    host = MergedPolicyServer(VLLMServerConfig(model="embedded"), launch=launches)
+    base = await host.policy("embedded")
+    assert launches.served == [str(resolve_weights("embedded"))] and base.name == "vllm-server:embedded"
+    assert await host.policy("embedded") is base and host.starts == 1  # the same policy: no restart
+    tuned = await host.policy("mk1")
+    merged = Path(launches.served[-1])
+    assert merged.name == f"{Path(lora_adapters[0]).name}-merged-bfloat16" and (merged / "config.json").is_file()
+    assert host.starts == 2 and launches.stopped == 1 and tuned.name == "vllm-server:mk1" and host.loaded() == []
+    assert await host.url("mk1") == f"{host.chat.server.base_url}#policy"
+    with pytest.raises(ModelLoadError, match=r"role adapters \['mk1'\] need a server with runtime LoRA"):
+        await host.policy("embedded", keep=["mk1"])
+    with pytest.raises(ModelLoadError, match="without enable_lora"):
+        MergedPolicyServer(VLLMServerConfig(model="embedded", enable_lora=True))
+    await host.release()

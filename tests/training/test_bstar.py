@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.bstar import Sample, balance_score, choose, exploitation, exploration, task_balance
+from training.bstar import Sample, balance_score, choose, exploitation, exploration, samples_needed, task_balance
 
 
 def S(text: str, reward: float, correct: bool) -> Sample:
@@ -53,3 +53,19 @@ def test_choose_prefers_the_temperature_and_threshold_with_the_best_balance() ->
     assert choose({0.4: COLD, 1.0: HOT}, thresholds=[1.0], n_star=1).temperature == 0.4
     with pytest.raises(ValueError, match="at least one"):
         choose({}, thresholds=[1.0], n_star=2)
+
+
+def test_samples_per_task_stop_where_new_correct_answers_stop() -> None:
+    # Task 1 finds a new right answer in each of its first 4 samples, then repeats them; task 2
+    # repeats one right answer. With n_star=4: k=2 -> (2/4 + 1/4)/2, k=4 and k=8 -> (4/4 + 1/4)/2.
+    one = [S(f"return {i}", 1.0, True) for i in range(4)] * 2
+    same = [S("return 0", 1.0, True)] * 8
+    k, scores = samples_needed([one, same], threshold=1.0, n_star=4, options=[2, 4, 8])
+    assert scores == {2: 0.375, 4: 0.625, 8: 0.625} and k == 4  # 8 adds only duplicates
+    # a looser tolerance settles for fewer samples: 0.375 is within 40% of 0.625
+    assert samples_needed([one, same], 1.0, 4, [2, 4, 8], tolerance=0.4)[0] == 2
+    # nothing correct anywhere: the most samples, the only way to find an answer
+    wrong = [[S("pass", 0.0, False)] * 8]
+    assert samples_needed(wrong, 1.0, 4, [2, 4, 8]) == (8, {2: 0.0, 4: 0.0, 8: 0.0})
+    with pytest.raises(ValueError, match="at least 1"):
+        samples_needed([one], 1.0, 4, [0, 2])

@@ -34,6 +34,7 @@ def test_suite_numbers_count_attempts_samples_and_pass_at_k() -> None:
     assert [first_and_final(t) for t in greedy] == [(True, True), (False, True), (True, False), (False, False)]
     # task 0: 2 of 4 samples pass, task 1: 0 of 4, task 2: 4 of 4, task 3: 1 of 4
     sampled = [episode(t, 1.0 if i < n else 0.0) for t, n in enumerate((2, 0, 4, 1)) for i in range(4)]
+    sampled[12] = episode(3, 0.0, 1.0)  # task 3's passing sample was wrong at its first attempt
     got = suite_numbers(greedy, sampled)
     assert got["tasks_n"] == 4 and got["greedy"]["successes"] == 2 and got["greedy"]["pass_at_1"] == 0.5
     assert got["greedy"]["mean_reward"] == pytest.approx((1.0 + 1.0 + 0.5 + 0.0) / 4)
@@ -41,6 +42,14 @@ def test_suite_numbers_count_attempts_samples_and_pass_at_k() -> None:
     assert (two["acc_t1"], two["acc_t2"], two["wrong_to_right"], two["right_to_wrong"]) == (0.5, 0.5, 0.25, 0.25)
     assert got["sampled"]["k"] == 4 and got["sampled"]["pass_at_1"] == pytest.approx((0.5 + 0 + 1 + 0.25) / 4)
     assert got["sampled"]["pass_at_k"] == 0.75  # 3 of 4 tasks have a passing sample
+    two = got["sampled"]["two_attempts"]  # over the 16 sampled episodes: 6 right at once, 1 fixed
+    assert (two["n"], two["acc_t1"], two["acc_t2"], two["wrong_to_right"], two["right_to_wrong"]) == (
+        16,
+        6 / 16,
+        7 / 16,
+        1 / 16,
+        0.0,
+    )
     assert got["tasks"]["t/1"] == {"greedy": 1, "sampled": 0.0}
     assert headline(got, "sampled") == got["sampled"]["pass_at_1"] and headline(got, "greedy") == 0.5
     assert "sampled" not in suite_numbers(greedy) and headline(suite_numbers(greedy), "sampled") == 0.5

@@ -20,7 +20,7 @@ from autodidact.types import Action, Observation, PolicyRef, Step, Task, Traject
 from environments.tasks import load_suite
 from memory.base import TrajectoryQuery, open_store
 from training.evaluation import SuiteEval, suite_numbers
-from training.evolve import Evolution, EvolveConfig, resume_config
+from training.evolve import Evolution, EvolveConfig, overall, resume_config
 from training.report import PLOTS
 from training.stats import wilson
 
@@ -161,6 +161,7 @@ def test_gate_refuses_a_worse_candidate_and_the_next_round_starts_from_the_incum
         assert (where / f"{name}.png").stat().st_size > 1000
     assert state["finished"] is True
     assert evo.summary()[0].startswith("round 1: val sampled pass@1 50.0% → 40.0% (refused)")
+    assert "Overall: round 2's policy against round 0" in page and overall(state)[0] == 2
 
     # Running it again does nothing: every stage is done.
     again = Evolution(cfg, store=None, progress=False, log=lambda _: None)
@@ -174,9 +175,18 @@ def test_a_significant_gain_is_promoted_and_said_so(_isolated_home: Path) -> Non
     evo = Evolution(EvolveConfig(name="s", rounds=1, methods=["sft"]), store=None, log=lambda _: None)
     Scripted(evo, {"s-r0-eval-val": 0.2, "s-r1-eval-val": 0.7})
     evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
-    gate = evo.run()["stages"]["r1/gate"]
+    state = evo.run()
+    gate = state["stages"]["r1/gate"]
     assert gate["promoted"] and gate["significant"] and "the gain is significant" in gate["reason"]
     assert gate["paired"]["val"]["sampled"]["p_value"] < 0.05
+    # the final incumbent against the start, on every suite
+    k, per_suite = overall(state)
+    val = per_suite["val"]["greedy"]
+    assert k == 1 and (val["before"], val["after"], val["n"]) == (0.2, 0.7, 20) and val["mean"] == pytest.approx(0.5)
+    assert val["low"] > 0 and per_suite["test"]["sampled"]["mean"] == 0.0
+    assert evo.summary()[-1].startswith(
+        "overall: the policy of round 1 against round 0: val greedy 20.0% → 70.0%, +0.500"
+    )
 
 
 def test_retraining_from_the_base_uses_every_rounds_data(_isolated_home: Path) -> None:
@@ -241,6 +251,10 @@ def test_bstar_probe_chooses_the_round_temperature_by_balance(_isolated_home: Pa
     assert by_t[0.4]["distinct_correct"] == 1 and by_t[0.4]["balance"]["1"] == 0.25
     assert by_t[1.2]["exploitation"]["0.5"] == 0.5 and by_t[1.2]["exploitation"]["1"] == 1.0
     assert fake.stages["bs-r1-collect"]["sampling"]["temperature"] == 0.8  # the round collects at the choice
+    # at 0.8 each task has four distinct right answers: two samples find half, four all of them
+    assert probe["balance_by_samples"] == {"2": 0.5, "4": 1.0, "8": 1.0} and probe["samples_per_task"] == 4
+    assert fake.stages["bs-r1-collect"]["samples_per_task"] == 4
+    assert fake.stages["bs-r1-probe-t0.8"]["samples_per_task"] == 8  # the probe takes the most candidates
     probes = [run for run, _, _ in fake.rolled if "probe" in run]
     assert probes == ["bs-r1-probe-t0.4", "bs-r1-probe-t0.8", "bs-r1-probe-t1.2"]
     assert fake.stages["bs-r1-probe-t0.4"]["max_steps"] == 1 and fake.stages["bs-r1-probe-t0.4"]["task_seed"] == 1001
@@ -266,7 +280,10 @@ def test_a_round_that_trains_nothing_is_not_evaluated(_isolated_home: Path) -> N
     gate = state["stages"]["r1/gate"]
     assert (gate["promoted"], gate["reason"]) == (False, "nothing was trained this round")
     assert not any(k.startswith("r1/eval/") for k in state["stages"]) and state["incumbent"]["model"] == "embedded"
-    assert evo.summary() == ["round 1: nothing was trained this round"]
+    assert evo.summary() == [
+        "round 1: nothing was trained this round",
+        "overall: no round was promoted; the policy is the starting one",
+    ]
 
 
 def test_same_name_with_another_config_is_a_clear_error(_isolated_home: Path) -> None:
@@ -283,6 +300,7 @@ def test_same_name_with_another_config_is_a_clear_error(_isolated_home: Path) ->
 TINY_EVOLVE = """
 name: k
 rounds: 1
+engine: transformers
 collect: {split: train, limit: 4, samples_per_task: 2, concurrency: 2, sampling: {temperature: 0.8, max_tokens: 128}}
 evaluate: {sampling: {max_tokens: 128}}
 suites: [{name: val, split: val, limit: 2, samples: 2}]
@@ -378,29 +396,31 @@ def test_curriculum_tasks_join_the_rounds_training_data(_isolated_home: Path, mo
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("vllm")  # beside the other vLLM server tests: one server at a time on 2 cores
-def test_evolve_on_vllm_serves_each_rounds_adapter_from_one_server(
+def test_evolve_on_vllm_merged_serves_each_policy_from_its_merged_weights(
     _isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """engine: vllm-merged (auto's choice on CPUs): r0's evaluation and r1's collection on one server
+    of the base; the server stopped for training; the candidate served from its merged weights."""
     import yaml
 
-    from agents.llm.vllm_server import PolicyServer, vllm_python
+    from agents.llm.vllm_server import MergedPolicyServer, vllm_python
     from autodidact.errors import ModelLoadError
 
     try:
         vllm_python()
     except ModelLoadError:
         pytest.skip("vLLM is not installed (make vllm builds .venv-vllm)")
-    seen: list[tuple[str, list[str], Any]] = []
-    policy = PolicyServer.policy
+    seen: list[tuple[str, Any, Any]] = []
+    policy = MergedPolicyServer.policy
 
-    async def recorded(self: PolicyServer, spec: str, *, keep: Any = ()) -> Any:
+    async def recorded(self: MergedPolicyServer, spec: str, *, keep: Any = ()) -> Any:
         chat = await policy(self, spec, keep=keep)
-        seen.append((spec, self.loaded(), self.chat.server))
+        seen.append((spec, self, chat.server))
         return chat
 
-    monkeypatch.setattr(PolicyServer, "policy", recorded)
+    monkeypatch.setattr(MergedPolicyServer, "policy", recorded)
     raw = yaml.safe_load(TINY_EVOLVE)
-    raw.update(name="v", engine="vllm", vllm={"max_model_len": 2048, "kv_cache_gb": 1, "startup_timeout_s": 600})
+    raw.update(name="v", engine="auto", vllm={"max_model_len": 2048, "kv_cache_gb": 1, "enforce_eager": True})
     raw["collect"].update(limit=4, samples_per_task=2, concurrency=8, sampling={"temperature": 0.8, "max_tokens": 64})
     raw["evaluate"].update(sampling={"max_tokens": 64})
     raw.update(suites=[{"name": "val", "split": "val", "limit": 2, "samples": 0}], gate={"metric": "greedy"})
@@ -409,18 +429,15 @@ def test_evolve_on_vllm_serves_each_rounds_adapter_from_one_server(
         evo = Evolution(EvolveConfig.model_validate(raw), store, progress=False, log=lambda _: None)
         state = evo.run()
         evaluated = [t for t in store.query(TrajectoryQuery(run_id="v-r1-eval-val")) if t.parent_id is None]
+    assert state["engine"] == "vllm-merged"  # auto on a machine with vLLM and no GPU
     assert state["stages"]["r1/train/sft"]["checkpoint"] == "v-r1-sft", state["stages"]["r1/train/sft"]
-    # r0 evaluation and r1 collection on the base; r1's candidate from its adapter, loaded by name
-    assert [(spec, loaded) for spec, loaded, _ in seen] == [
-        ("embedded", []),
-        ("embedded", []),
-        ("v-r1-sft", ["v-r1-sft"]),
-    ]
-    server = seen[0][2]
-    assert all(s is server for _, _, s in seen) and server.starts == 1  # one server, never restarted
-    assert not server.alive() and evo._server is None  # stopped when evolve ended
+    assert [spec for spec, _, _ in seen] == ["embedded", "embedded", "v-r1-sft"]
+    (_, first, base), (_, same, again), (_, second, tuned) = seen
+    assert first is same and again is base and first.starts == 1  # r0 eval and r1 collection: one server
+    assert second is not first and second.starts == 1  # stopped for training, one start for the candidate
+    assert not base.alive() and not tuned.alive() and evo._server is None  # all stopped when evolve ended
+    assert tuned.weights.name == "model-merged-bfloat16" and tuned.weights.parent.name == "v-r1-sft"
     assert len(evaluated) == 2
     for t in evaluated:
-        assert t.policy.model == "v-r1-sft" and t.policy.adapter == "v-r1-sft"
-        assert t.policy.backend == "vllm-server:embedded+v-r1-sft"
+        assert t.policy.model == "v-r1-sft" and t.policy.backend == "vllm-server:v-r1-sft"
         assert t.steps and all(s.error is None for s in t.steps) and t.steps[0].completion.strip()
