@@ -301,11 +301,11 @@ TINY_EVOLVE = """
 name: k
 rounds: 1
 engine: transformers
-collect: {split: train, limit: 4, samples_per_task: 2, concurrency: 2, sampling: {temperature: 0.8, max_tokens: 128}}
-evaluate: {sampling: {max_tokens: 128}}
+collect: {split: train, limit: 4, samples_per_task: 2, max_steps: 1, concurrency: 2, sampling: {temperature: 0.8, max_tokens: 64}}
+evaluate: {max_steps: 1, sampling: {max_tokens: 64}}
 suites: [{name: val, split: val, limit: 2, samples: 2}]
 methods: [sft]
-train: {max_steps: 6, save_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, learning_rate: 1.0e-3, disable_tqdm: true}
+train: {max_steps: 4, save_steps: 1, per_device_train_batch_size: 2, gradient_accumulation_steps: 1, learning_rate: 1.0e-3, disable_tqdm: true}
 """
 
 
@@ -368,7 +368,7 @@ def test_kill_9_during_collection_and_training_then_resume_keeps_every_episode_o
         assert len(ids) == len(set(ids)) == n, run
     state = json.loads((home / "evolve" / "k" / "state.json").read_text())
     sft = state["stages"]["r1/train/sft"]
-    assert sft["checkpoint"] == "k-r1-sft" and sft["steps"] == 6
+    assert sft["checkpoint"] == "k-r1-sft" and sft["steps"] == 4
     assert state["finished"] and (home / "evolve" / "k" / "report.html").is_file()
 
 
