@@ -766,7 +766,7 @@ def overall(state: dict[str, Any]) -> tuple[int, dict[str, dict[str, Any]]]:
         end = stages[f"r{k}/eval/{key[8:]}"]
         for metric in METRICS:
             d = compare(end, start, metric)
-            if d is not None and start.get(metric):
+            if d is not None:
                 out.setdefault(key[8:], {})[metric] = {
                     "before": headline(start, metric),
                     "after": headline(end, metric),

@@ -472,7 +472,7 @@ class MergedPolicyServer:
             if adapter is None
             else await asyncio.to_thread(merged_weights, str(self.weights), adapter, self.config.dtype)
         )
-        await self.aclose_server()
+        await self._close()
         cfg = self.config.model_copy(update={"model": str(weights)})
         self.chat = await asyncio.to_thread(self.launch, cfg)
         self.chat.name = f"vllm-server:{spec}"
@@ -482,7 +482,10 @@ class MergedPolicyServer:
     async def url(self, spec: str) -> str:
         """A ``URL#name`` spec of ``spec`` if it is the policy served now (role adapters are refused)."""
         if spec != self.serving or self.chat is None:
-            await self.policy(spec, keep=[spec])  # the clear error
+            raise ModelLoadError(
+                f"{spec!r} is not the policy served now: engine: vllm-merged serves one policy at a time "
+                "(role adapters need engine: vllm or transformers)"
+            )
         return f"{self.chat.server.base_url}#{self.config.served_name}"
 
     def loaded(self) -> list[str]:
@@ -494,7 +497,8 @@ class MergedPolicyServer:
         if self.chat is not None:
             await self.chat.client.aclose()
 
-    async def aclose_server(self) -> None:
+    async def _close(self) -> None:
+        """Stop the server from this event loop (its client closed first)."""
         chat, self.chat, self.serving = self.chat, None, None
         if chat is not None:
             await chat.aclose()

@@ -271,6 +271,8 @@ async def test_a_merged_policy_server_restarts_only_when_the_policy_changes(lora
     assert merged.name == f"{Path(lora_adapters[0]).name}-merged-bfloat16" and (merged / "config.json").is_file()
     assert host.starts == 2 and launches.stopped == 1 and tuned.name == "vllm-server:mk1" and host.loaded() == []
     assert await host.url("mk1") == f"{host.chat.server.base_url}#policy"
+    with pytest.raises(ModelLoadError, match="'embedded' is not the policy served now"):
+        await host.url("embedded")
     with pytest.raises(ModelLoadError, match=r"role adapters \['mk1'\] need a server with runtime LoRA"):
         await host.policy("embedded", keep=["mk1"])
     with pytest.raises(ModelLoadError, match="without enable_lora"):
