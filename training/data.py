@@ -15,7 +15,10 @@ Kinds (``DataFields.data``):
 
 - ``success`` — SFT on successful episodes (rejection sampling, as in STaR): each acting step
   (``roles``, default the solver) that has a completion and no error is one row, the
-  messages it was sent then its completion.
+  messages it was sent then its completion. An answer the episode went on from (a code
+  submission that failed its visible tests, answered with another try) is not a row: it was
+  wrong, and learning it would teach wrong first attempts; the right answer after it is a
+  row, with the failed try and its feedback in its prompt.
 - ``revision`` — Agent-R revision trajectories (:mod:`training.agent_r`): a failed path cut at
   its first wrong step, a revision thought, then a good path's continuation; the bad turns are
   in the row but carry no loss.
@@ -63,6 +66,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.roles.solver import code_answer
+from environments.code.env import SUBMIT_KINDS
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Message, Step, Trajectory
 from memory.base import TrajectoryQuery, TrajectoryStore
@@ -238,6 +242,12 @@ class _Rows:
 # --- the builders -------------------------------------------------------------------------------
 
 
+def rejected_answer(step: Step) -> bool:
+    """Whether a step submitted an answer the episode went on from: a wrong try, even in an
+    episode whose last try was right."""
+    return step.action is not None and step.action.kind in SUBMIT_KINDS and not (step.terminated or step.truncated)
+
+
 def success_rows(
     store: TrajectoryStore, qs: Sequence[TrajectoryQuery], fields: DataFields, tally: _Tally
 ) -> list[dict[str, Any]]:
@@ -249,6 +259,9 @@ def success_rows(
             continue
         tally.counts["successes"] += 1
         for step in acting_steps(traj, fields.roles, tally):
+            if rejected_answer(step):
+                tally.counts["rejected_answers"] += 1
+                continue
             rows.add(conversation_row(step.messages, answer_text(step, fields.answers), traj, "success"))
     return rows.sorted()
 

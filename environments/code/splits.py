@@ -2,21 +2,26 @@
 
 The bundled suite (``bundled.jsonl``) has four splits:
 
-- ``train``, ``val`` and ``test`` are drawn at random from one pool of tasks, stratified by skill
-  and by the reference solution's length, so the three have the same difficulty: a gain on
-  ``test`` after training on ``train`` is in-distribution learning (what STaR, Agent-R and WebRL
-  measure). ``val`` is what ``autodidact evolve``'s gate picks models on; ``test`` is what the
-  headline reports, and no gate ever sees it.
+- ``train``, ``val`` and ``test`` are drawn at random from one pool of tasks, stratified by
+  how often the embedded model solves each task when sampled (:data:`BASE_FILE`, 8 samples at
+  T = 0.8), by the reference solution's length and by skill, so the three have the same
+  difficulty: a gain on ``test`` after training on ``train`` is in-distribution learning
+  (what STaR, Agent-R and WebRL measure). ``val`` is what ``autodidact evolve``'s gate picks
+  models on; ``test`` is what the headline reports, and no gate ever sees it.
 - ``hard``: the suite's original held-out tasks, longer than the pool's (median 4 body lines
   against 1): far transfer, reported on its own.
 
 Near-copies (two tasks whose prompts, or whose solutions with every name normalized, are too
 alike; see :func:`near_copy`) are kept in one split: the pool is cut into groups of near-copies
 first and whole groups are dealt out, so no ``val`` or ``test`` task has a twin in ``train``.
+Near-copies chain (``last``, ``first``, ``second`` ... make one group of 31 one-line list
+tasks), so the largest groups can only go to ``train``; stratifying by the model's success is
+what keeps ``train`` from being easier than ``test`` on their account (by skill and length
+alone, ``train`` sampled 28% right and ``test`` 12%).
 
-:func:`resplit` computes the assignment from the rows and a seed; ``python -m
-environments.code.splits`` writes it into ``bundled.jsonl`` (the file stores the result, so
-loading a suite never recomputes it) and prints each split's statistics.
+:func:`resplit` computes the assignment from the rows, the base successes and a seed;
+``python -m environments.code.splits`` writes it into ``bundled.jsonl`` (the file stores the
+result, so loading a suite never recomputes it) and prints each split's statistics.
 
 Example:
     >>> near_copy({"prompt": "Write a Python function `add(a, b)` that returns a + b.",
@@ -41,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 SUITE_FILE = Path(__file__).resolve().parent / "bundled.jsonl"
+# the embedded model's sampled successes per task, and the command that measured them
+BASE_FILE = Path(__file__).resolve().parent / "bundled_base.json"
 POOL_SPLITS = ("train", "val", "test")
 FRACTIONS = {"train": 0.5, "val": 0.2, "test": 0.3}
 SEED = 20261206
@@ -159,38 +166,62 @@ def near_copy_groups(rows: Sequence[dict[str, Any]]) -> list[list[int]]:
     return sorted(groups.values())
 
 
-def resplit(rows: Sequence[dict[str, Any]], seed: int = SEED) -> dict[str, str]:
+def base_rates(path: Path = BASE_FILE) -> dict[str, float]:
+    """Task id → the share of the embedded model's samples that solved it (:data:`BASE_FILE`)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {tid: k / data["samples"] for tid, k in data["successes"].items()}
+
+
+def success_band(rate: float) -> str:
+    """The difficulty stratum: never solved, solved by up to a quarter of samples, or more."""
+    return "0" if rate == 0 else "low" if rate <= 0.25 else "high"
+
+
+def resplit(rows: Sequence[dict[str, Any]], base: dict[str, float], seed: int = SEED) -> dict[str, str]:
     """Task id → split: ``hard`` stays ``hard``; the other tasks are dealt into train/val/test.
 
-    Groups of near-copies are dealt whole. Within each stratum (the group's first task's skill,
-    the band of its median solution length) the groups are shuffled with ``seed``, then taken
-    largest first, and each goes to the split furthest below its share (:data:`FRACTIONS`) of
-    the stratum's tasks so far (a group too big for ``val`` or ``test`` lands in ``train``).
+    Each pool task has a cell (its :func:`success_band` under ``base`` and its
+    :func:`length_band`) and a skill; each split should hold its share (:data:`FRACTIONS`) of
+    every cell and every skill. Groups of near-copies are dealt whole, largest first (equal
+    sizes in an order shuffled with ``seed``), each to the split where it adds least to the
+    squared shortfall or excess against those shares (chi-square terms, cells and skills
+    alike), so a group too big for ``val`` or ``test`` lands in ``train`` and the tasks after
+    it even the cells out.
     """
     out = {r["id"]: "hard" for r in rows if r["split"] == "hard"}
     pool = [r for r in rows if r["split"] != "hard"]
-    strata: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
-    for group in near_copy_groups(pool):
-        lines = statistics.median(body_lines(pool[i]) for i in group)
-        strata[(pool[group[0]]["skill"], length_band(lines))].append(group)
+    missing = sorted(r["id"] for r in pool if r["id"] not in base)
+    if missing:
+        raise ValueError(f"no base success for {missing[:5]} ({len(missing)} tasks): measure them into {BASE_FILE.name}")
+    keys = [(("cell", success_band(base[r["id"]]), length_band(body_lines(r))), ("skill", r["skill"])) for r in pool]
+    sizes = Counter(k for ks in keys for k in ks)
+    have = {s: Counter[tuple[str, ...]]() for s in POOL_SPLITS}
+
+    def cost(split: str, group: list[int]) -> float:
+        """How much putting ``group`` in ``split`` adds to the split's chi-square against its shares."""
+        adds = Counter(k for i in group for k in keys[i])
+        total = 0.0
+        for k, g in adds.items():
+            want = FRACTIONS[split] * sizes[k]
+            total += g * (2 * (have[split][k] - want) + g) / want
+        return total
+
     rng = random.Random(seed)
-    for key in sorted(strata):
-        groups = strata[key]
-        rng.shuffle(groups)
-        groups.sort(key=len, reverse=True)  # stable: equal sizes keep the shuffled order
-        counts = dict.fromkeys(POOL_SPLITS, 0)
-        for group in groups:
-            total = sum(counts.values()) + len(group)
-            ties = {s: rng.random() for s in POOL_SPLITS}  # equal deficits: chosen at random
-            split = max(POOL_SPLITS, key=lambda s: (round(FRACTIONS[s] * total - counts[s], 9), ties[s]))
-            counts[split] += len(group)
-            for i in group:
-                out[pool[i]["id"]] = split
+    groups = near_copy_groups(pool)
+    rng.shuffle(groups)
+    groups.sort(key=len, reverse=True)  # stable: equal sizes keep the shuffled order
+    for group in groups:
+        ties = {s: rng.random() for s in POOL_SPLITS}  # equal costs: chosen at random
+        split = min(POOL_SPLITS, key=lambda s: (round(cost(s, group), 9), ties[s]))
+        have[split].update(k for i in group for k in keys[i])
+        for i in group:
+            out[pool[i]["id"]] = split
     return out
 
 
-def split_stats(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per split: tasks, mean and median body lines, the length bands and the skills."""
+def split_stats(rows: Sequence[dict[str, Any]], base: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Per split: tasks, mean and median body lines, the length bands, the skills and (with
+    ``base``) the embedded model's mean sampled success."""
     out = {}
     for split in (*POOL_SPLITS, "hard"):
         mine = [r for r in rows if r["split"] == split]
@@ -202,6 +233,8 @@ def split_stats(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "bands": dict(sorted(Counter(length_band(n) for n in lines).items())),
             "skills": dict(sorted(Counter(r["skill"] for r in mine).items())),
         }
+        if base is not None and mine:
+            out[split]["base_success"] = round(statistics.mean(base[r["id"]] for r in mine), 3)
     return out
 
 
@@ -215,14 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lines = [line for line in SUITE_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [json.loads(line) for line in lines]
-    assignment = resplit(rows)
+    base = base_rates()
+    assignment = resplit(rows, base)
     out = []
     for line, r in zip(lines, rows, strict=True):  # only the split field changes, the rest byte for byte
         old = f'"split": {json.dumps(r["split"])}'
         assert line.count(old) == 1, f"{r['id']}: cannot find its split field"
         out.append(line.replace(old, f'"split": {json.dumps(assignment[r["id"]])}'))
         r["split"] = assignment[r["id"]]
-    for split, stats in split_stats(rows).items():
+    for split, stats in split_stats(rows, base).items():
         print(split, json.dumps(stats))
     if args.check:
         same = out == lines

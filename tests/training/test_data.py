@@ -177,6 +177,20 @@ def test_revision_splices_bad_prefix_thought_and_good_continuation(store: Trajec
     assert sorted(verifier.asked) == sorted([W, C0, W2])
 
 
+def test_success_rows_leave_out_a_wrong_try_the_episode_went_on_from(store: TrajectoryStore) -> None:
+    """Two tries, the first a submission that failed its visible tests: only the right one is
+    a row, and it is sent the wrong try and its feedback first."""
+    episode = path("t2", "t2-two-tries", [W, G])
+    first = episode.steps[0].model_copy(update={"action": Action(kind="submit", text=W), "reward": REWARD[W]})
+    store.append(episode.model_copy(update={"steps": (first, episode.steps[1])}))
+    ex = build_examples(DataFields(run="t2", data=["success"]), store)
+    assert [row["messages"][-1]["content"] for row in ex.rows] == [G]
+    sent = ex.rows[0]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "assistant"] == [W, G]
+    assert FEEDBACK[W] in sent[-2]["content"] and ex.rows[0]["train"] == [False] * (len(sent) - 1) + [True]
+    assert ex.source.counts["rejected_answers"] == 1 and ex.source.counts["successes"] == 1
+
+
 def test_revision_pairs_follow_alpha_and_beta(store: TrajectoryStore) -> None:
     for t in tree():
         store.append(t)
