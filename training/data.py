@@ -66,9 +66,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.roles.solver import code_answer
-from environments.code.env import SUBMIT_KINDS
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Message, Step, Trajectory
+from environments.code.env import SUBMIT_KINDS
 from memory.base import TrajectoryQuery, TrajectoryStore
 from training.checkpoints import DataSource
 

@@ -13,7 +13,9 @@ A round, with the *incumbent* policy (round 1: ``model``):
    failed (:mod:`training.curriculum`).
 2. **train** — one checkpoint per method, in this order, each starting from the one before:
    ``sft`` and ``revision`` together as one SFT on the mixed ``success`` / ``revision`` data
-   (Agent-R mixes them), then ``webrl`` (earlier rounds' runs as its replay), then ``dpo``.
+   (Agent-R mixes them), then ``webrl`` (earlier rounds' runs as its replay), then ``dpo``,
+   then ``score`` (:mod:`training.score`: on this round's collection alone, which is what
+   makes it on-policy; SCoRe's stage I in round 1, stage II after).
    ``train_from: incumbent`` (the default) continues the incumbent on this round's episodes;
    ``train_from: base`` starts again from ``model`` on every round's episodes so far (STaR and
    ReST-EM retrain from the base). Each role in ``roles`` gets its own adapter, trained by SFT
@@ -78,7 +80,7 @@ from training.stats import gate, wilson
 if TYPE_CHECKING:
     from agents.llm.vllm_server import MergedPolicyServer, PolicyServer
 
-METHODS = ("sft", "revision", "webrl", "dpo")
+METHODS = ("sft", "revision", "webrl", "dpo", "score")
 STATE_FILE = "state.json"
 
 
@@ -630,9 +632,11 @@ class Evolution:
             plan.append(("webrl", "webrl", {"replay_run": earlier or None}))
         if "dpo" in c.methods:
             plan.append(("dpo", "dpo", {}))
+        if "score" in c.methods:
+            plan.append(("score", "score", {"run": [collect_id], "stage": 1 if k == 1 else 2}))
         for method, tag, fields in plan:
             name = f"{self.name}-r{k}-{tag}"
-            work = partial(self.train, method, name, run=runs, model=candidate, **fields)
+            work = partial(self.train, method, name, **{"run": runs, "model": candidate, **fields})
             got = self.stage(f"r{k}/train/{tag}", work)
             if got.get("checkpoint"):
                 candidate = got["checkpoint"]

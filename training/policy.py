@@ -25,7 +25,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,6 +44,7 @@ from training.checkpoints import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from peft import LoraConfig
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
@@ -346,3 +347,25 @@ def _tokens_trained(trainer: Trainer) -> int:
         if "num_tokens" in log or "num_input_tokens_seen" in log
     ]
     return max(counts, default=0)
+
+
+def pad(seqs: Sequence[Sequence[float]], value: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Rows of different lengths as one tensor, right-padded with ``value``."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=dtype)
+
+
+def token_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """``[rows, length - 1]``: the log-prob of each answer token (where ``completion_mask`` is 1,
+    at the position that predicts it), 0 elsewhere; only those positions are normalized, so the
+    full vocabulary's log-softmax is never materialized for the prompt."""
+    import torch
+
+    mask = completion_mask[:, 1:].bool()
+    picked = logits[:, :-1][mask]  # [n, vocab]
+    targets = input_ids[:, 1:][mask]
+    out = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device)
+    out[mask] = picked.gather(-1, targets[:, None]).squeeze(-1) - picked.logsumexp(-1)
+    return out

@@ -77,7 +77,17 @@ from training.data import (
     succeeded,
     tokenize_turns,
 )
-from training.policy import TrainFields, TrainJob, load_policy, lora_config, reserve_name, run_job, trainer_dir
+from training.policy import (
+    TrainFields,
+    TrainJob,
+    load_policy,
+    lora_config,
+    pad,
+    reserve_name,
+    run_job,
+    token_logps,
+    trainer_dir,
+)
 
 if TYPE_CHECKING:
     from memory.base import TrajectoryStore
@@ -259,19 +269,9 @@ class Scored:
     n_tokens: int
 
 
-def _pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs])
-
-
 def completion_logp(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
     """Per row, the sum of the log-probs of the tokens where ``completion_mask`` is 1."""
-    mask = completion_mask[:, 1:].bool()
-    picked = logits[:, :-1][mask]  # [n, vocab]: only the positions that predict an action token
-    targets = input_ids[:, 1:][mask]
-    token_logp = picked.gather(-1, targets[:, None]).squeeze(-1) - picked.logsumexp(-1)
-    rows = torch.arange(len(input_ids), device=input_ids.device)[:, None].expand_as(mask)[mask]
-    return torch.zeros(len(input_ids), dtype=token_logp.dtype, device=logits.device).index_add(0, rows, token_logp)
+    return token_logps(logits, input_ids, completion_mask).sum(-1)
 
 
 def score_turns(
@@ -284,9 +284,9 @@ def score_turns(
     with torch.no_grad():
         for i in range(0, len(tokenized), batch_size):
             batch = tokenized[i : i + batch_size]
-            ids = _pad([b["input_ids"] for b in batch], tokenizer.pad_token_id).to(device)
-            mask = _pad([b["completion_mask"] for b in batch], 0).to(device)
-            attention = _pad([[1] * len(b["input_ids"]) for b in batch], 0).to(device)
+            ids = pad([b["input_ids"] for b in batch], tokenizer.pad_token_id).to(device)
+            mask = pad([b["completion_mask"] for b in batch], 0).to(device)
+            attention = pad([[1] * len(b["input_ids"]) for b in batch], 0).to(device)
             result = model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
             logp = completion_logp(result.logits.float(), ids, mask)
             hidden = result.hidden_states[-1].float()
@@ -342,8 +342,8 @@ class OutcomeRewardModel:
                     for t in trajs[i : i + batch_size]
                 ]
                 seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-                ids = _pad(seqs, tok.pad_token_id).to(device)
-                attention = _pad([[1] * len(s) for s in seqs], 0).to(device)
+                ids = pad(seqs, tok.pad_token_id).to(device)
+                attention = pad([[1] * len(s) for s in seqs], 0).to(device)
                 logits = self.model(input_ids=ids, attention_mask=attention).logits
                 last = torch.tensor([len(s) - 1 for s in seqs], device=device)
                 pair = logits[torch.arange(len(seqs), device=device), last][:, [self.yes, self.no]].float()
@@ -464,9 +464,9 @@ class ActorTrainer(Trainer):
 def collate(pad_id: int) -> Any:
     def fn(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {
-            "input_ids": _pad([r["input_ids"] for r in rows], pad_id),
-            "attention_mask": _pad([[1] * len(r["input_ids"]) for r in rows], 0),
-            "completion_mask": _pad([r["completion_mask"] for r in rows], 0),
+            "input_ids": pad([r["input_ids"] for r in rows], pad_id),
+            "attention_mask": pad([[1] * len(r["input_ids"]) for r in rows], 0),
+            "completion_mask": pad([r["completion_mask"] for r in rows], 0),
             "advantage": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
             "ref_logp": torch.tensor([r["ref_logp"] for r in rows], dtype=torch.float32),
             "n_tokens": torch.tensor([r["n_tokens"] for r in rows], dtype=torch.float32),

@@ -192,7 +192,9 @@ def resplit(rows: Sequence[dict[str, Any]], base: dict[str, float], seed: int = 
     pool = [r for r in rows if r["split"] != "hard"]
     missing = sorted(r["id"] for r in pool if r["id"] not in base)
     if missing:
-        raise ValueError(f"no base success for {missing[:5]} ({len(missing)} tasks): measure them into {BASE_FILE.name}")
+        raise ValueError(
+            f"no base success for {missing[:5]} ({len(missing)} tasks): measure them into {BASE_FILE.name}"
+        )
     keys = [(("cell", success_band(base[r["id"]]), length_band(body_lines(r))), ("skill", r["skill"])) for r in pool]
     sizes = Counter(k for ks in keys for k in ks)
     have = {s: Counter[tuple[str, ...]]() for s in POOL_SPLITS}

@@ -22,9 +22,9 @@ import pytest
 
 from autodidact.errors import SandboxUnavailableError
 from environments.code.splits import (
+    BASE_FILE,
     PROMPT_SIMILARITY_LIMIT,
     SOLUTION_SIMILARITY_LIMIT,
-    BASE_FILE,
     base_rates,
     body_lines,
     length_band,

@@ -58,9 +58,12 @@ FEEDBACK = {
 REWARD = {G: 1.0, W: 1 / 3, W2: 0.0}
 
 
-def path(run: str, id: str, answers: Sequence[str], *, parent: str | None = None) -> Trajectory:
+def path(
+    run: str, id: str, answers: Sequence[str], *, parent: str | None = None, tries: bool = False, task: str = "last"
+) -> Trajectory:
     """A code episode answering ``answers`` in turn (the last one submitted), its conversation
-    built the way the graphs build it."""
+    built the way the graphs build it. With ``tries`` every answer is a submission: a wrong try
+    that failed its visible tests goes on, their outcome the next prompt's feedback."""
     messages = solver.initial_messages(Observation(text=TASK.prompt), "code")
     steps = []
     said: list[str] = []
@@ -73,9 +76,9 @@ def path(run: str, id: str, answers: Sequence[str], *, parent: str | None = None
                 role="solver",
                 messages=tuple(messages),
                 completion=text,
-                action=Action(kind="submit" if last else "run", text=text),
+                action=Action(kind="submit" if last or tries else "run", text=text),
                 observation=obs,
-                reward=REWARD.get(text, 0.0) if last else 0.0,
+                reward=REWARD.get(text, 0.0) if last or tries else 0.0,
                 terminated=last,
             )
         )
@@ -85,7 +88,7 @@ def path(run: str, id: str, answers: Sequence[str], *, parent: str | None = None
     return Trajectory(
         id=id,
         run_id=run,
-        task=TASK,
+        task=TASK.model_copy(update={"id": f"bundled/{task}"}),
         env_id="code",
         policy=PolicyRef(model="embedded"),
         steps=tuple(steps),
@@ -180,9 +183,7 @@ def test_revision_splices_bad_prefix_thought_and_good_continuation(store: Trajec
 def test_success_rows_leave_out_a_wrong_try_the_episode_went_on_from(store: TrajectoryStore) -> None:
     """Two tries, the first a submission that failed its visible tests: only the right one is
     a row, and it is sent the wrong try and its feedback first."""
-    episode = path("t2", "t2-two-tries", [W, G])
-    first = episode.steps[0].model_copy(update={"action": Action(kind="submit", text=W), "reward": REWARD[W]})
-    store.append(episode.model_copy(update={"steps": (first, episode.steps[1])}))
+    store.append(path("t2", "t2-two-tries", [W, G], tries=True))
     ex = build_examples(DataFields(run="t2", data=["success"]), store)
     assert [row["messages"][-1]["content"] for row in ex.rows] == [G]
     sent = ex.rows[0]["messages"]

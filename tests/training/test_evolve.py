@@ -207,6 +207,25 @@ def test_retraining_from_the_base_uses_every_rounds_data(_isolated_home: Path) -
     ]
 
 
+def test_score_trains_on_its_round_s_own_collection_stage_one_then_two(_isolated_home: Path) -> None:
+    """SCoRe is on-policy: after SFT it still reads only the round's collection, by the
+    incumbent that collected it; stage I in round 1, stage II after."""
+    evo = Evolution(EvolveConfig(name="sc", rounds=2, methods=["sft", "score"]), store=None, log=lambda _: None)
+    fake = Scripted(evo, {"sc-r1-eval-val": 0.3, "sc-r2-eval-val": 0.3})
+    calls: list[tuple[str, Any, Any]] = []
+    train = fake.train
+    evo.train = lambda method, name, **f: calls.append((method, f["run"], f.get("stage"))) or train(method, name, **f)  # type: ignore[method-assign]
+    evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
+    evo.run()
+    assert calls == [
+        ("sft", ["sc-r1-collect"], None),
+        ("score", ["sc-r1-collect"], 1),
+        ("sft", ["sc-r2-collect"], None),
+        ("score", ["sc-r2-collect"], 2),
+    ]
+    assert [m for _, m, _ in fake.trained][1] == "sc-r1-sft"  # score continues the round's SFT checkpoint
+
+
 def test_bstar_probe_chooses_the_round_temperature_by_balance(_isolated_home: Path) -> None:
     cfg = EvolveConfig(name="bs", rounds=1, methods=["sft"], bstar={"enabled": True, "probe_tasks": 2})  # type: ignore[arg-type]
     evo = Evolution(cfg, store=None, log=lambda _: None)
