@@ -145,6 +145,7 @@ def test_code_answers_train_as_the_code_block_the_environment_ran(store: Traject
         completion=chatty,
         action=action,
         observation=Observation(text="ok"),
+        terminated=True,  # the final submission, as the code environment records it
     )
     store.append(episode("r1", "add", steps=(step,)))
     clean = "```python\ndef add(a, b):\n    return a + b\n```"
