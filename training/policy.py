@@ -357,6 +357,16 @@ def pad(seqs: Sequence[Sequence[float]], value: float, dtype: torch.dtype | None
     return torch.tensor([list(s) + [value] * (width - len(s)) for s in seqs], dtype=dtype)
 
 
+def token_batch(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and ``completion_mask`` of tokenized rows, right-padded:
+    what a trainer's collator gives the model (the method adds its own columns)."""
+    return {
+        "input_ids": pad([r["input_ids"] for r in rows], pad_id),
+        "attention_mask": pad([[1] * len(r["input_ids"]) for r in rows], 0),
+        "completion_mask": pad([r["completion_mask"] for r in rows], 0),
+    }
+
+
 def token_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
     """``[rows, length - 1]``: the log-prob of each answer token (where ``completion_mask`` is 1,
     at the position that predicts it), 0 elsewhere; only those positions are normalized, so the

@@ -61,6 +61,7 @@ from training.policy import (
     pad,
     reserve_name,
     run_job,
+    token_batch,
     token_logps,
     trainer_dir,
 )
@@ -200,9 +201,7 @@ class SCoReTrainConfig(TrainFields, DataFields, TrainingArguments):  # type: ign
 def collate(pad_id: int) -> Any:
     def fn(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {
-            "input_ids": pad([r["input_ids"] for r in rows], pad_id, torch.long),
-            "attention_mask": pad([[1] * len(r["input_ids"]) for r in rows], 0, torch.long),
-            "completion_mask": pad([r["completion_mask"] for r in rows], 0, torch.long),
+            **token_batch(rows, pad_id),
             "ref_logp": pad([r["ref_logp"] for r in rows], 0.0, torch.float32),
             "advantage": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
             "beta": torch.tensor([r["beta"] for r in rows], dtype=torch.float32),

@@ -85,6 +85,7 @@ from training.policy import (
     pad,
     reserve_name,
     run_job,
+    token_batch,
     token_logps,
     trainer_dir,
 )
@@ -284,9 +285,8 @@ def score_turns(
     with torch.no_grad():
         for i in range(0, len(tokenized), batch_size):
             batch = tokenized[i : i + batch_size]
-            ids = pad([b["input_ids"] for b in batch], tokenizer.pad_token_id).to(device)
-            mask = pad([b["completion_mask"] for b in batch], 0).to(device)
-            attention = pad([[1] * len(b["input_ids"]) for b in batch], 0).to(device)
+            t = {k: v.to(device) for k, v in token_batch(batch, tokenizer.pad_token_id).items()}
+            ids, mask, attention = t["input_ids"], t["completion_mask"], t["attention_mask"]
             result = model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
             logp = completion_logp(result.logits.float(), ids, mask)
             hidden = result.hidden_states[-1].float()
@@ -464,9 +464,7 @@ class ActorTrainer(Trainer):
 def collate(pad_id: int) -> Any:
     def fn(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {
-            "input_ids": pad([r["input_ids"] for r in rows], pad_id),
-            "attention_mask": pad([[1] * len(r["input_ids"]) for r in rows], 0),
-            "completion_mask": pad([r["completion_mask"] for r in rows], 0),
+            **token_batch(rows, pad_id),
             "advantage": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
             "ref_logp": torch.tensor([r["ref_logp"] for r in rows], dtype=torch.float32),
             "n_tokens": torch.tensor([r["n_tokens"] for r in rows], dtype=torch.float32),
