@@ -12,6 +12,8 @@ stored trajectories a :class:`~training.data.DataFields` selects:
    whose reward is at least ``revision_beta`` below a good path's is *bad*; its partner is the
    good path it shares the most steps with (then the higher reward, then the smaller id). The
    bad path must have left the good one and the good one must go on past the branch point.
+   With ``revision_pairs: all``, every such good path is a partner, as the paper pairs every
+   good and bad path of a tree.
 3. **First error.** The verifier — the current policy, by default, in the ``verifier`` role
    (:mod:`agents.roles.verifier`), greedy — judges the bad path's steps from ``s`` on, each
    with the task, the earlier steps, the action and the environment's answer: good, bad or
@@ -24,6 +26,10 @@ stored trajectories a :class:`~training.data.DataFields` selects:
 5. **Loss.** The bad turns ``s..t`` carry no loss; the shared turns before ``s``, the revision
    turn and the good continuation do. A cumulative conversation (code) is one row; an
    environment whose prompt is rebuilt each turn (web) gives one row per trained turn.
+6. **Length.** A conversation longer than the trainer's ``max_length`` is cut in its bad part
+   (:func:`fit_row`): the earliest bad turns go first, then the middle of the last bad answer
+   and of the environment's answer to it; the trained turns are never cut (a row whose trained
+   turns alone are too long is left to the trainer's truncation, and counted).
 
 Rows use :func:`training.data.conversation_row`'s layout (``messages``, per-message ``train``)
 and say where they came from in ``origin``; :func:`training.data.tokenize_turns` carries the
@@ -111,24 +117,22 @@ def trees(trajectories: Sequence[Trajectory], roles: Sequence[str]) -> list[list
     return [sorted(g, key=lambda p: p.traj.id) for _, g in sorted(groups.items())]
 
 
-def pairs(tree: Sequence[Path], alpha: float, beta: float) -> list[Pair]:
-    """Each bad path of ``tree`` with its good partner (see the module docstring, step 2)."""
+def pairs(tree: Sequence[Path], alpha: float, beta: float, every: bool = False) -> list[Pair]:
+    """Each bad path of ``tree`` with its good partner, or with ``every`` good path it can
+    pair with (see the module docstring, step 2)."""
     good = [p for p in tree if p.reward >= alpha]
     out = []
     for bad in tree:
-        best: tuple[int, float, str] | None = None
-        partner = None
+        found: list[tuple[tuple[int, float, str], Path]] = []
         for g in good:
             if g is bad or g.reward - bad.reward < beta:
                 continue
             s = shared_steps(bad.steps, g.steps)
             if s >= len(bad.steps) or s >= len(g.steps):
                 continue
-            key = (s, g.reward, _neg(g.traj.id))
-            if best is None or key > best:
-                best, partner = key, g
-        if partner is not None and best is not None:
-            out.append(Pair(bad=bad, good=partner, branch=best[0]))
+            found.append(((s, g.reward, _neg(g.traj.id)), g))
+        found.sort(key=lambda x: x[0], reverse=True)
+        out += [Pair(bad=bad, good=g, branch=key[0]) for key, g in (found if every else found[:1])]
     return out
 
 
@@ -240,7 +244,57 @@ def turn_rows(turns: Sequence[tuple[list[Message], str, bool]], shared: int) -> 
         train[i] = True
     for msgs, _text, flag in dumped:
         train[len(msgs)] = flag
-    return [{"messages": messages, "train": train}]
+    bad = [len(msgs) for msgs, _, flag in dumped if not flag]
+    trained_after = [len(msgs) for msgs, _, flag in dumped if flag and bad and len(msgs) > bad[0]]
+    span = [bad[0], trained_after[0]] if bad and trained_after else None
+    return [{"messages": messages, "train": train, "bad": span}]
+
+
+def fit_row(
+    tokenizer: Any, messages: Sequence[dict[str, str]], train: Sequence[bool], bad: Sequence[int], max_length: int
+) -> tuple[list[dict[str, str]], list[bool]] | None:
+    """``messages`` cut in their bad part ``bad = [start, end)`` (the bad answers and the
+    environment's answers to them) to fit ``max_length`` tokens, or None when even the shortest
+    cut does not: first whole bad turns, earliest first, keeping the last (the one the revision
+    answers); then the middle of what is left of the bad part, a bisection on characters."""
+    from training.data import tokenize_turns
+
+    start, end = bad
+    head, tail, part = list(messages[:start]), list(messages[end:]), list(messages[start:end])
+
+    def build(middle: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[bool]]:
+        msgs = [*head, *middle, *tail]
+        return msgs, [*train[:start], *([False] * len(middle)), *train[end:]]
+
+    def length(middle: list[dict[str, str]]) -> int:
+        return len(tokenize_turns(tokenizer, *build(middle))["input_ids"])
+
+    while len(part) > 2 and length(part) > max_length:
+        part = part[2:]  # a bad answer and the environment's answer to it
+    if length(part) <= max_length:
+        return build(part)
+    lo, hi = 0, max(len(m["content"]) for m in part)  # characters kept of each bad message
+    if length([_shortened(m, lo) for m in part]) > max_length:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if length([_shortened(m, mid) for m in part]) <= max_length:
+            lo = mid
+        else:
+            hi = mid - 1
+    return build([_shortened(m, lo) for m in part])
+
+
+def _shortened(message: dict[str, str], keep: int) -> dict[str, str]:
+    """``message`` with at most ``keep`` of its characters, its middle left out."""
+    text = message["content"]
+    if len(text) <= keep:
+        return message
+    left = keep // 2
+    return {
+        **message,
+        "content": f"{text[:left]}\n[... {len(text) - keep} characters left out ...]\n{text[len(text) - (keep - left) :]}",
+    }
 
 
 def revision_rows(
@@ -257,7 +311,7 @@ def revision_rows(
     found: list[Pair] = []
     for tree in trees(list(episodes(store, qs, tally)), fields.roles):
         tally.counts["trees"] += 1
-        found += pairs(tree, fields.revision_alpha, fields.revision_beta)
+        found += pairs(tree, fields.revision_alpha, fields.revision_beta, fields.revision_pairs == "all")
     tally.counts["pairs"] = len(found)
     if not found:
         return []

@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 SFT_KINDS = ("success", "revision", "reviewer", "refiner", "world_model", "orm")
 KINDS = (*SFT_KINDS, "dpo")
 ANSWERS = ("parsed", "raw")
+REVISION_PAIRS = ("nearest", "all")
 FEEDBACK_CHARS = 300  # of the environment's feedback, in a hindsight critique
 
 
@@ -104,6 +105,10 @@ class DataFields:
         default="policy",
         metadata={"help": "Agent-R: model that finds the first wrong step; 'policy': the model being trained"},
     )
+    revision_pairs: str = field(
+        default="nearest",
+        metadata={"help": "Agent-R: each bad path with its nearest good path, or with all of them (the paper's)"},
+    )
     max_pairs_per_prompt: int = field(
         default=4, metadata={"help": "DPO pairs (refiner rows) per prompt (task) at most"}
     )
@@ -125,6 +130,8 @@ class DataFields:
             raise ConfigError("roles must name at least one acting role, e.g. roles=[solver]")
         if self.answers not in ANSWERS:
             raise ConfigError(f"answers must be one of {', '.join(ANSWERS)}; got {self.answers!r}")
+        if self.revision_pairs not in REVISION_PAIRS:
+            raise ConfigError(f"revision_pairs must be one of {', '.join(REVISION_PAIRS)}; got {self.revision_pairs!r}")
         if self.revision_beta < 0 or self.max_pairs_per_prompt < 1:
             raise ConfigError("revision_beta must be >= 0 and max_pairs_per_prompt >= 1")
 
@@ -182,16 +189,28 @@ def succeeded(traj: Trajectory, min_reward: float | None) -> bool:
     return traj.success if min_reward is None else traj.reward >= min_reward
 
 
-def acting_steps(traj: Trajectory, roles: Sequence[str], tally: _Tally) -> Iterator[Step]:
+def acting_steps(traj: Trajectory, roles: Sequence[str], tally: _Tally, *, unparsed: bool = False) -> Iterator[Step]:
     """The steps of acting ``roles`` the environment answered or that ended in an error-free
-    answer; steps with no completion, no messages or an error are counted as skipped."""
+    answer; steps with no completion, no messages or an error are counted as skipped. With
+    ``unparsed``, a step whose answer did not parse as an action (``error`` ``parse: ...``)
+    is yielded too: a method that trains on negatives can learn not to write it."""
     for step in traj.steps:
         if step.role not in roles or (step.action is not None and step.observation is None):
             continue  # another role, or a candidate the graph did not act on
-        if step.error is not None or not step.completion or not step.messages:
+        if not step.completion or not step.messages:
             tally.counts["skipped_steps"] += 1
-            continue
-        yield step
+        elif step.error is None:
+            yield step
+        elif unparsed and is_unparsed(step):
+            tally.counts["unparsed_steps"] += 1
+            yield step
+        else:
+            tally.counts["skipped_steps"] += 1
+
+
+def is_unparsed(step: Step) -> bool:
+    """The model answered, but not with an action the environment could take."""
+    return step.error is not None and step.error.startswith("parse:")
 
 
 def answer_text(step: Step, answers: str = "parsed") -> str:
@@ -485,13 +504,19 @@ def build_examples(
     )
     if not rows:
         raise NothingToTrainError(_nothing_message(source))
-    return Examples(rows=rows, source=source)
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # every row has every column (None where absent)
+    return Examples(rows=[{c: r.get(c) for c in columns} for r in rows], source=source)
 
 
 def _filters(fields: DataFields, kinds: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"round": fields.round, "min_reward": fields.min_reward, "roles": sorted(fields.roles)}
     if "revision" in kinds:
-        out.update(alpha=fields.revision_alpha, beta=fields.revision_beta, verifier=fields.verifier)
+        out.update(
+            alpha=fields.revision_alpha,
+            beta=fields.revision_beta,
+            pairs=fields.revision_pairs,
+            verifier=fields.verifier,
+        )
     if "dpo" in kinds or "refiner" in kinds:
         out["max_pairs_per_prompt"] = fields.max_pairs_per_prompt
     return out

@@ -61,12 +61,26 @@ class SFTTrainConfig(TrainFields, DataFields, SFTConfig):  # type: ignore[misc] 
     assistant_only_loss: bool = False
 
 
-def tokenized(examples: Examples, tokenizer: object) -> datasets.Dataset:
-    """The rows as ``input_ids`` and ``completion_mask`` (see :func:`training.data.tokenize_turns`)."""
+def tokenized(
+    examples: Examples, tokenizer: object, max_length: int | None = None
+) -> tuple[datasets.Dataset, dict[str, float]]:
+    """The rows as ``input_ids`` and ``completion_mask`` (see :func:`training.data.tokenize_turns`),
+    and what fitting them to ``max_length`` did: a revision row that is too long is cut in its
+    bad part (:func:`training.agent_r.fit_row`); what is still too long the trainer truncates."""
     import datasets
 
-    rows = [tokenize_turns(tokenizer, r["messages"], r["train"]) for r in examples.rows]
-    return datasets.Dataset.from_list(rows)
+    from training.agent_r import fit_row
+
+    rows, cut = [], 0
+    for r in examples.rows:
+        x = tokenize_turns(tokenizer, r["messages"], r["train"])
+        if max_length and len(x["input_ids"]) > max_length and r.get("bad"):
+            fitted = fit_row(tokenizer, r["messages"], r["train"], r["bad"], max_length)
+            if fitted is not None:
+                x, cut = tokenize_turns(tokenizer, *fitted), cut + 1
+        rows.append(x)
+    longer = sum(len(x["input_ids"]) > max_length for x in rows) if max_length else 0
+    return datasets.Dataset.from_list(rows), {"rows_cut_in_bad_part": float(cut), "rows_truncated": float(longer)}
 
 
 def prepare_sft(config: SFTTrainConfig, store: TrajectoryStore, *, verifier: ChatModel | None = None) -> TrainJob:
@@ -88,8 +102,7 @@ def prepare_sft(config: SFTTrainConfig, store: TrajectoryStore, *, verifier: Cha
     examples = build_examples(config, store, verifier=verifier)
     args = dataclasses.replace(config, checkpoint_name=name, output_dir=trainer_dir(name))
     model, tokenizer, base_model, parent, kind, new_adapter = load_policy(args)
-    data = tokenized(examples, tokenizer)
-    longer = sum(len(ids) > args.max_length for ids in data["input_ids"]) if args.max_length else 0
+    data, fitting = tokenized(examples, tokenizer, args.max_length)
 
     from trl import SFTTrainer
 
@@ -108,7 +121,7 @@ def prepare_sft(config: SFTTrainConfig, store: TrajectoryStore, *, verifier: Cha
         base_model=base_model,
         parent=parent,
         kind=kind,
-        extra={"rows_truncated": float(longer)},
+        extra=fitting,
     )
 
 

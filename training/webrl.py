@@ -21,13 +21,25 @@ Algorithm (:func:`prepare_webrl`):
        already certain — join the data, at most ``replay_ratio`` (2) times as many as the new
        turns. Their advantages come from the same critic.
     5. **Actor.** Regress ``beta * log(pi(a|s) / pi_ref(a|s))`` (sequence log-probs; ``pi_ref``
-       the policy training starts from) onto ``A`` with a squared error divided by ``beta``
-       (:func:`actor_loss`), where ``beta`` follows the adaptive rule of :func:`adaptive_beta`.
+       the policy that collected the episode, as the paper's KL term has it — with ``reference:
+       start``, the policy training starts from) onto ``A`` with a squared error divided by
+       ``beta`` (:func:`actor_loss`), where ``beta`` follows the adaptive rule of
+       :func:`adaptive_beta`.
+    6. **Unparseable turns are negatives.** A turn whose answer did not parse as an action (a
+       small model's most common failure) is kept, with its advantage set to -1: the actor
+       learns not to write it. (Without it, those turns were dropped and never discouraged.)
+
+``actor: reference`` trains instead as WebRL's released code does (:func:`reference_advantages`,
+:func:`reference_actor_loss`): the advantage adds the Monte-Carlo return and a -0.05 bias, is
+binarised (+1 when >= 0, else -0.6), only turns with a positive one are trained, and the loss
+is a smooth-L1 between ``beta`` times the *per-token* log ratio and the advantage, divided by
+``beta``. Turns with a negative advantage (unparseable ones included) are left out of its data
+rather than masked in the batch, which differs from the reference code only in how the mean's
+denominator scales the step.
 
 Where this follows the paper and where WebRL's reference code differs:
-    - The actor objective ``(beta * log ratio - A)^2`` over every action is the paper's. The
-      reference code binarises the advantage (+1 when A >= 0, else -0.6), uses a smooth-L1
-      loss divided by beta, and keeps only actions with a positive advantage; we do not.
+    - The actor objective ``(beta * log ratio - A)^2`` over every action is the paper's
+      (``actor: paper``, the default); ``actor: reference`` is the released code's.
     - The adaptive beta is the reference code's rule (the paper states the KL-constrained
       objective but no rule): 5 where the reference policy is already confident of a good
       action (p_ref >= 0.8) or unsure of a bad one (p_ref < 0.9), else 1; then capped at
@@ -42,7 +54,7 @@ Where this follows the paper and where WebRL's reference code differs:
       checkpoint's dir and are what the curriculum asks for a task's success estimate.
 
 Run it:
-    autodidact train --method webrl --run RUN [--set replay_run=[OLDER_RUN] orm=my-orm]
+    autodidact train --method webrl --run RUN [--set replay_run=[OLDER_RUN] orm=my-orm actor=reference]
 
 Example:
     >>> ckpt = train_webrl(WebRLTrainConfig(run="abc123", max_steps=20), open_store())  # doctest: +SKIP
@@ -63,7 +75,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-from autodidact.errors import ConfigError, NothingToTrainError
+from autodidact.errors import ConfigError, ModelLoadError, NothingToTrainError
 from autodidact.types import Message, Trajectory
 from training.checkpoints import Checkpoint, DataSource, checkpoint_dir, find_checkpoint
 from training.data import (
@@ -73,6 +85,7 @@ from training.data import (
     acting_steps,
     answer_text,
     episodes,
+    is_unparsed,
     queries,
     succeeded,
     tokenize_turns,
@@ -99,6 +112,10 @@ BETA_HIGH = 5.0  # the adaptive rule's large beta
 BETA_FLOOR = 1e-3
 CONFIDENT_GOOD = 0.8  # p_ref at or above which a good action gets the large beta
 UNSURE_BAD = 0.9  # p_ref below which a bad action gets the large beta
+ACTORS = ("paper", "reference")
+REFERENCES = ("collector", "start")
+REFERENCE_BIAS = 0.05  # the released code subtracts this from every advantage
+REFERENCE_NEGATIVE = -0.6  # ... and binarises it to +1 or this
 
 
 # --- the pieces, each testable on its own ----------------------------------------------------
@@ -159,6 +176,42 @@ def actor_loss(
         "beta": float(beta.mean()),
         "advantage": float(advantage.mean()),
     }
+    return loss, stats
+
+
+def reference_advantages(
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    rewards: torch.Tensor,
+    done: torch.Tensor,
+    returns: torch.Tensor,
+) -> torch.Tensor:
+    """WebRL's released code: ``r + V(s') - V(s) - 0.05 + G`` clipped to [-1, 1], then
+    binarised to 1 (>= 0) or -0.6; ``V(s')`` is 0 after the last turn.
+
+    Example:
+        >>> reference_advantages(torch.tensor([0.5, 0.5]), torch.zeros(2), torch.zeros(2), torch.ones(2), torch.tensor([1.0, 0.0]))
+        tensor([ 1.0000, -0.6000])
+    """
+    a = (rewards + next_values * (1.0 - done) - values - REFERENCE_BIAS + returns).clamp(-1.0, 1.0)
+    return torch.where(a >= 0, torch.ones_like(a), torch.full_like(a, REFERENCE_NEGATIVE))
+
+
+def reference_actor_loss(
+    logp: torch.Tensor, ref_logp: torch.Tensor, n_tokens: torch.Tensor, advantage: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """WebRL's released actor loss: the mean over actions of
+    ``mask * smooth_l1(beta * r, A) / beta`` with the per-token log ratio
+    ``r = (log pi - log pi_ref) / n_tokens``, ``mask = A > 0`` and ``beta`` from
+    :func:`adaptive_beta` on ``r``.
+    """
+    n = n_tokens.clamp_min(1)
+    log_ratio = (logp - ref_logp) / n
+    beta = adaptive_beta(advantage, log_ratio.detach(), torch.exp(ref_logp / n))
+    mask = (advantage > 0).to(logp.dtype)
+    per_action = nn.functional.smooth_l1_loss(beta * log_ratio, advantage, reduction="none") / beta
+    loss = (per_action * mask).mean()
+    stats = {"log_ratio": float(log_ratio.detach().mean()), "beta": float(beta.mean()), "trained": float(mask.sum())}
     return loss, stats
 
 
@@ -383,6 +436,17 @@ class WebRLTrainConfig(TrainFields, DataFields, TrainingArguments):  # type: ign
     )
     critic_lr: float = field(default=1e-2, metadata={"help": "the value heads' learning rate"})
     max_length: int = field(default=1024, metadata={"help": "turns longer than this many tokens are dropped"})
+    actor: str = field(
+        default="paper",
+        metadata={
+            "help": "paper: (beta*log ratio - A)^2 on every turn; reference: WebRL's released code "
+            "(binarised advantages, positive ones only, smooth-L1 on the per-token log ratio)"
+        },
+    )
+    reference: str = field(
+        default="collector",
+        metadata={"help": "pi_ref of the KL term: collector (the policy that collected each episode) or start"},
+    )
     remove_unused_columns: bool = False
     prediction_loss_only: bool = True
     label_names: list[str] | None = field(default_factory=lambda: ["advantage"])
@@ -399,6 +463,8 @@ class _Turn:
     last: bool
     reward: float  # at this turn: the outcome at the last turn, else 0
     mc_return: float
+    collector: str  # the model spec of the policy that collected the episode
+    unparsed: bool = False  # the answer did not parse as an action
     replay: bool = False
 
 
@@ -410,7 +476,7 @@ def _turns(
     for traj in episodes(store, queries(fields, store), tally):
         if replay and not succeeded(traj, config.min_reward):
             continue
-        steps = list(acting_steps(traj, config.roles, tally))
+        steps = list(acting_steps(traj, config.roles, tally, unparsed=True))
         if steps:
             trajs.append(traj)
             out.append(
@@ -424,6 +490,8 @@ def _turns(
                         last=i == len(steps) - 1,
                         reward=0.0,
                         mc_return=0.0,
+                        collector=traj.policy.model,
+                        unparsed=is_unparsed(s),
                         replay=replay,
                     )
                     for i, s in enumerate(steps)
@@ -441,15 +509,20 @@ def _with_rewards(episode: list[_Turn], outcome: float, gamma: float) -> list[_T
 
 
 class ActorTrainer(Trainer):
-    """``Trainer`` whose loss is :func:`actor_loss` on rows with ``advantage``, ``ref_logp``
-    and ``n_tokens`` beside the tokens."""
+    """``Trainer`` whose loss is :func:`actor_loss` (or, with ``actor="reference"``,
+    :func:`reference_actor_loss`) on rows with ``advantage``, ``ref_logp`` and ``n_tokens``
+    beside the tokens."""
+
+    def __init__(self, *args: Any, actor: str = "paper", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_fn = reference_actor_loss if actor == "reference" else actor_loss
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         logp = completion_logp(out.logits.float(), inputs["input_ids"], inputs["completion_mask"])
-        loss, stats = actor_loss(logp, inputs["ref_logp"], inputs["n_tokens"], inputs["advantage"])
+        loss, stats = self.loss_fn(logp, inputs["ref_logp"], inputs["n_tokens"], inputs["advantage"])
         if model.training:
             self._stats = stats
         return (loss, out) if return_outputs else loss
@@ -482,6 +555,11 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
         NothingToTrainError: the selected runs have no usable acting turn.
         ModelLoadError: the model (or the ORM) cannot be loaded.
     """
+    if config.actor not in ACTORS or config.reference not in REFERENCES:
+        raise ConfigError(
+            f"webrl: actor={config.actor!r}, reference={config.reference!r}; "
+            f"actor is one of {', '.join(ACTORS)} and reference one of {', '.join(REFERENCES)}"
+        )
     name = reserve_name(config, METHOD)
     tally = _Tally()
     trajs, new = _turns(store, config, None, tally)
@@ -517,8 +595,16 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
     flat = [t for ep in episodes_all for t in ep]
     tokenized = [_answered(tokenizer, t.messages, t.completion) for t in flat]
     fits = [len(x["input_ids"]) <= config.max_length and 1 in x["completion_mask"] for x in tokenized]
-    scored = score_turns(model, tokenizer, tokenized, batch_size=config.per_device_eval_batch_size or 1)
+    batch_size = config.per_device_eval_batch_size or 1
+    scored = score_turns(model, tokenizer, tokenized, batch_size=batch_size)
     model.train()
+    start = [s.logp for s in scored]
+    ref_logps = (
+        start
+        if config.reference == "start"
+        else collector_logps(flat, tokenized, start, config.model, tokenizer, batch_size)
+    )
+    tally.counts["turns_collected_by_another_policy"] = sum(t.collector != config.model for t in flat)
 
     # The critic learns from the new turns only (replayed ones are successes by selection).
     n_new = sum(len(ep) for ep in new)
@@ -535,7 +621,13 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
     next_values = torch.cat([values[1:], torch.zeros(1)])
     done = torch.tensor([float(t.last) for t in flat])
     rewards = torch.tensor([t.reward for t in flat])
-    adv = advantages(values, next_values, rewards, done, config.gamma)
+    if config.actor == "reference":
+        returns = torch.tensor([t.mc_return for t in flat])
+        adv = reference_advantages(values, next_values, rewards, done, returns)
+    else:
+        adv = advantages(values, next_values, rewards, done, config.gamma)
+    unparsed = torch.tensor([t.unparsed for t in flat], dtype=torch.bool)
+    adv = torch.where(unparsed, torch.full_like(adv, _negative(config.actor)), adv)
 
     rows: list[dict[str, Any]] = []
     replayed: list[tuple[str, int, dict[str, Any]]] = []
@@ -543,7 +635,16 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
         if not ok:
             tally.counts["turns_too_long"] += 1
             continue
-        row = {**x, "advantage": float(adv[i]), "ref_logp": s.logp, "n_tokens": s.n_tokens}
+        row = {
+            **x,
+            "advantage": float(adv[i]),
+            "ref_logp": ref_logps[i],
+            "n_tokens": s.n_tokens,
+            "trajectory_id": t.trajectory_id,
+        }
+        if config.actor == "reference" and adv[i] <= 0:
+            tally.counts["negative_turns_left_out"] += 1
+            continue
         if not t.replay:
             rows.append(row)
         elif replay_keep([math.exp(s.logp / max(1, s.n_tokens))], *config.replay_confidence)[0]:
@@ -556,7 +657,8 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
     tally.counts["replayed"] = min(cap, len(replayed))
     tally.counts["new_turns"] = n_new
     if not rows:
-        raise NothingToTrainError(f"every turn is longer than max_length={config.max_length}; raise it")
+        why = "every turn is longer than max_length" if not any(fits) else "no turn has a positive advantage"
+        raise NothingToTrainError(f"webrl ({config.actor}): {why} (counts: {dict(tally.counts)})")
 
     import datasets
 
@@ -582,6 +684,8 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
             "orm": config.orm,
             "replay_runs": list(replay_runs or []),
             "roles": config.roles,
+            "actor": config.actor,
+            "reference": config.reference,
         },
         counts={
             "trajectories": tally.trajectories,
@@ -597,6 +701,7 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
         train_dataset=data,
         data_collator=collate(tokenizer.pad_token_id),
         processing_class=tokenizer,
+        actor=config.actor,
     )
     mean_adv = sum(r["advantage"] for r in rows) / len(rows)
     extra = {**critic_metrics, "advantage_mean": mean_adv, "positive_advantages": float(positive)}
@@ -610,6 +715,46 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
         kind=kind,
         extra=extra,
     )
+
+
+def _negative(actor: str) -> float:
+    """The advantage an unparseable turn gets: the most negative the form allows."""
+    return REFERENCE_NEGATIVE if actor == "reference" else -1.0
+
+
+def collector_logps(
+    turns: Sequence[_Turn],
+    tokenized: Sequence[dict[str, list[int]]],
+    start: list[float],
+    start_spec: str,
+    tokenizer: Any,
+    batch_size: int,
+) -> list[float]:
+    """Each turn's action log-prob under the policy that collected it: ``start`` (the starting
+    policy's) where that is the collector, else read from the collector, loaded once each.
+
+    Raises:
+        ConfigError: a collector cannot be loaded, or reads another tokenizer's ids.
+    """
+    out = list(start)
+    for spec in sorted({t.collector for t in turns} - {start_spec}):
+        where = [i for i, t in enumerate(turns) if t.collector == spec]
+        try:
+            lm, tok = _load_lm(spec)
+        except (ModelLoadError, ConfigError) as e:
+            raise ConfigError(
+                f"webrl: {len(where)} turns were collected by {spec!r}, which cannot be loaded as the "
+                f"reference policy ({e}); pass --set reference=start to use the starting policy instead"
+            ) from e
+        if tok.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(
+                f"webrl: {spec!r} collected {len(where)} turns but has another tokenizer than {start_spec!r}; "
+                "pass --set reference=start"
+            )
+        for i, s in zip(where, score_turns(lm, tok, [tokenized[i] for i in where], batch_size), strict=True):
+            out[i] = s.logp
+        del lm
+    return out
 
 
 def _answered(tokenizer: Any, messages: Sequence[dict[str, str]], answer: str) -> dict[str, list[int]]:

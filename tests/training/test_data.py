@@ -32,11 +32,12 @@ from autodidact.types import (
     Trajectory,
 )
 from memory.base import TrajectoryStore, open_store
-from training.agent_r import REVISION_THOUGHTS
-from training.data import DataFields, build_examples, save_dataset, tokenize_turns
+from training.agent_r import REVISION_THOUGHTS, fit_row
+from training.checkpoints import DataSource
+from training.data import DataFields, Examples, build_examples, save_dataset, tokenize_turns
 from training.dpo import DPOTrainConfig, prepare_dpo
 from training.policy import run_job
-from training.sft import SFTTrainConfig, prepare_sft
+from training.sft import SFTTrainConfig, prepare_sft, tokenized
 
 from .test_sft import TINY  # two optimizer steps of batch 2: a test-sized run
 
@@ -202,6 +203,28 @@ def test_revision_pairs_follow_alpha_and_beta(store: TrajectoryStore) -> None:
         revision(store, verifier, revision_alpha=1.5)  # no path is good enough
 
 
+def test_revision_pairs_all_pairs_each_bad_path_with_every_good_path(store: TrajectoryStore) -> None:
+    for t in [*tree(), path("t1", "t1-good2", [C0, G], parent="t1-good")]:
+        store.append(t)
+    verifier = KeyedVerifier({})
+    nearest = revision(store, verifier)
+    # each bad path with the good path it shares most with: late with good (A0), early with good2 (C0)
+    assert sorted((r["trajectory_id"], r["origin"].split(",")[1]) for r in nearest) == [
+        ("t1-early", " branch 1"),
+        ("t1-late", " branch 1"),
+    ]
+    every = revision(store, verifier, revision_pairs="all")
+    partners = sorted((r["trajectory_id"], r["origin"].split(",")[0].removeprefix("revision: good ")) for r in every)
+    assert partners == [
+        ("t1-early", "t1-good"),
+        ("t1-early", "t1-good2"),
+        ("t1-late", "t1-good"),
+        ("t1-late", "t1-good2"),
+    ]
+    with pytest.raises(ConfigError, match="revision_pairs must be one of nearest, all"):
+        revision(store, verifier, revision_pairs="some")
+
+
 def test_revision_rows_do_not_depend_on_storage_order(tmp_path: Path) -> None:
     got = []
     for name, order in (("fwd", tree()), ("rev", tree()[::-1])):
@@ -275,6 +298,56 @@ def test_masks_are_exact_token_by_token(store: TrajectoryStore, tokenizer: Any) 
         untrained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
         for m, f in zip(row["messages"], row["train"], strict=True):
             assert (m["content"] in untrained) is (not f)
+
+
+def test_a_long_revision_row_is_cut_in_its_bad_part_never_in_its_trained_turns(tokenizer: Any) -> None:
+    def say(role: str, text: str) -> dict[str, str]:
+        return {"role": role, "content": text}
+
+    bad1, seen1, bad2, seen2 = "first try " * 100, "error one " * 50, "second try " * 150, "error two " * 80
+    messages = [
+        say("system", "Solve it."),
+        say("user", "Write last(xs)."),
+        say("assistant", bad1),
+        say("user", seen1),
+        say("assistant", bad2),
+        say("user", seen2),
+        say("assistant", "Wait: revise. " + G),
+        say("user", "3 of 3 tests passed."),
+        say("assistant", "Done."),
+    ]
+    train = [False] * 6 + [True, False, True]
+    row = {"messages": messages, "train": train, "bad": [2, 6], "origin": "revision"}
+
+    def length(msgs: list[dict[str, str]], flags: list[bool]) -> int:
+        return len(tokenize_turns(tokenizer, msgs, flags)["input_ids"])
+
+    full = length(messages, train)
+    without_first = length([*messages[:2], *messages[4:]], [*train[:2], *train[4:]])
+    # a little too long: the earliest bad turn goes, the last one (the one revised) stays whole
+    got = fit_row(tokenizer, messages, train, [2, 6], full - 5)
+    assert got is not None and got == ([*messages[:2], *messages[4:]], [*train[:2], *train[4:]])
+    # shorter still: the middle of what is left of the bad part goes
+    got = fit_row(tokenizer, messages, train, [2, 6], without_first - 100)
+    assert got is not None
+    msgs, flags = got
+    assert length(msgs, flags) <= without_first - 100 and length(msgs, flags) > without_first - 120
+    assert msgs[:2] == messages[:2] and msgs[4:] == messages[6:] and flags == [*train[:2], False, False, *train[6:]]
+    assert "characters left out" in msgs[2]["content"] and msgs[2]["content"].startswith("second try")
+    assert msgs[3]["content"].endswith("error two ")  # the end of the environment's answer is kept
+    # the trained turns alone do not fit: no cut helps, the row is left as it is
+    assert fit_row(tokenizer, messages, train, [2, 6], 40) is None
+
+    # through the SFT data path: cut, counted, and the trained tokens are the same
+    source = DataSource(kind="revision")
+    data, fitting = tokenized(Examples(rows=[row], source=source), tokenizer, full - 5)
+    assert fitting == {"rows_cut_in_bad_part": 1.0, "rows_truncated": 0.0} and len(data[0]["input_ids"]) < full - 5
+    before = tokenize_turns(tokenizer, messages, train)
+    trained = [t for t, m in zip(before["input_ids"], before["completion_mask"], strict=True) if m]
+    after = [t for t, m in zip(data[0]["input_ids"], data[0]["completion_mask"], strict=True) if m]
+    assert after == trained
+    _, fitting = tokenized(Examples(rows=[row], source=source), tokenizer, 40)
+    assert fitting == {"rows_cut_in_bad_part": 0.0, "rows_truncated": 1.0}
 
 
 def test_a_template_that_is_not_prefix_stable_is_refused(tokenizer: Any) -> None:

@@ -11,8 +11,8 @@ import torch
 
 from agents.llm.hf_local import TransformersChatModel
 from agents.roles.outcome import OutcomeJudge, transcript
-from autodidact.errors import NothingToTrainError
-from autodidact.types import Observation, Step
+from autodidact.errors import ConfigError, NothingToTrainError
+from autodidact.types import Observation, Step, Trajectory
 from memory.base import TrajectoryQuery, TrajectoryStore
 from training.checkpoints import find_checkpoint
 from training.data import DataFields, build_examples
@@ -31,6 +31,8 @@ from training.webrl import (
     load_critic,
     mc_returns,
     prepare_webrl,
+    reference_actor_loss,
+    reference_advantages,
     replay_keep,
     train_critic,
 )
@@ -81,6 +83,32 @@ def test_actor_loss_pushes_good_actions_up_and_bad_ones_down() -> None:
     # At log ratio 0 the loss is mean(A^2 / beta); p_ref = e^-1 < 0.8: beta 1 for the good, 5 for the bad.
     assert loss.item() == pytest.approx((0.64 / 1 + 0.64 / BETA_HIGH) / 2)
     assert stats["log_ratio"] == 0.0 and stats["beta"] == pytest.approx(3.0)
+
+
+def test_reference_advantages_add_the_return_and_the_bias_then_binarise() -> None:
+    v = torch.tensor([0.5, 0.5, 0.5, 0.9])
+    nv = torch.tensor([0.52, 0.58, 0.0, 0.0])
+    r = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    done = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    g = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    # 0.52 - 0.5 - 0.05 < 0; 0.58 - 0.5 - 0.05 >= 0; a failed last turn -0.55; a success 1 - 0.9 - 0.05 + 1
+    assert reference_advantages(v, nv, r, done, g).tolist() == pytest.approx([-0.6, 1.0, -0.6, 1.0])
+
+
+def test_reference_actor_loss_is_smooth_l1_on_the_per_token_ratio_of_positive_advantages_only() -> None:
+    logp = torch.tensor([-3.0, -6.0, -3.0], requires_grad=True)
+    ref = torch.tensor([-4.0, -6.0, -1.0])
+    n = torch.tensor([2.0, 3.0, 4.0])
+    a = torch.tensor([1.0, 1.0, -0.6])
+    loss, stats = reference_actor_loss(logp, ref, n, a)
+    # per-token ratios 0.5, 0, -0.5; beta 1, 1 (capped at |A/r| = 2 and inf) and the masked row's 1.2;
+    # smooth-L1: 0.5 * 0.5^2 = 0.125 and |0 - 1| - 0.5 = 0.5; the negative row counts 0 in the mean.
+    assert loss.item() == pytest.approx((0.125 + 0.5) / 3)
+    assert stats["trained"] == 2 and stats["log_ratio"] == pytest.approx(0.0)
+    loss.backward()
+    assert logp.grad is not None
+    assert logp.grad[0] < 0 and logp.grad[1] < 0 and logp.grad[2] == 0  # positives pushed up, the negative untouched
+    assert float(logp.grad[1]) == pytest.approx(-1 / 3 / 3)  # d/dlogp of (|r - 1| - 0.5)/3 at r = 0, r = logp / 3
 
 
 def test_replay_keeps_only_confidence_in_the_open_closed_band() -> None:
@@ -201,6 +229,61 @@ def test_webrl_update_end_to_end_with_replay_and_critic(
     assert ckpt.metrics.tokens > 0 and "critic_mae_held_out" in ckpt.metrics.extra
     heads, features_from = load_critic("w1")
     assert features_from == "embedded" and isinstance(heads, TwinValueHeads)
+
+
+def unparsed_episode(run: str) -> Trajectory:
+    """A small model's most common failure: it answered, but not with an action."""
+    step = Step(index=0, role="solver", messages=prompt("mid"), completion="The middle one.", error="parse: no code")
+    return episode(run, "mid", success=False, steps=(step,), id=f"{run}-unparsed")
+
+
+def test_webrl_refuses_an_unknown_actor_or_reference(store: TrajectoryStore) -> None:
+    fill_samples(store, "r1")
+    with pytest.raises(ConfigError, match="actor is one of paper, reference"):
+        prepare_webrl(WebRLTrainConfig(run="r1", actor="ppo", **TINY), store)
+    with pytest.raises(ConfigError, match="reference one of collector, start"):
+        prepare_webrl(WebRLTrainConfig(run="r1", reference="sft", **TINY), store)
+
+
+@pytest.mark.slow
+def test_webrl_unparseable_turns_are_negatives_the_collector_is_the_reference_and_the_reference_form_trains(
+    store: TrajectoryStore, embedded_model: TransformersChatModel, _isolated_home: Path
+) -> None:
+    fill_samples(store, "r1")
+    store.append(unparsed_episode("r1"))
+    job = prepare_webrl(WebRLTrainConfig(run="r1", checkpoint_name="w1", **TINY), store)
+    rows, counts = job.examples.rows, job.examples.source.counts
+    assert counts["unparsed_steps"] == 1 and len(rows) == 13
+    [bad] = [r for r in rows if r["trajectory_id"] == "r1-unparsed"]
+    assert bad["advantage"] == -1.0  # trained as a negative, whatever the critic says
+    run_job(job)
+
+    # From w1, on episodes the embedded model collected: pi_ref is the embedded model, not w1.
+    collected_by = {tuple(r["input_ids"]): r["ref_logp"] for r in rows}
+    ref_job = prepare_webrl(
+        WebRLTrainConfig(run="r1", model="w1", actor="reference", checkpoint_name="w2", **TINY), store
+    )
+    ref_rows, ref_counts = ref_job.examples.rows, ref_job.examples.source.counts
+    assert ref_counts["turns_collected_by_another_policy"] == 13
+    assert all(r["advantage"] == 1.0 for r in ref_rows)  # only positive advantages are trained
+    # One-turn episodes: a success's A = 1 - V(s) - 0.05 + 1 > 0, a failure's -V(s) - 0.05 < 0.
+    assert len(ref_rows) == 5 and ref_counts["negative_turns_left_out"] == 8
+    assert all(r["trajectory_id"] != "r1-unparsed" for r in ref_rows)
+    for r in ref_rows:
+        assert r["ref_logp"] == pytest.approx(collected_by[tuple(r["input_ids"])], abs=1e-3)
+    batch = ref_job.trainer.data_collator(ref_rows[:1])
+    with torch.no_grad():
+        out = ref_job.trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    w1_logp = completion_logp(out.logits.float(), batch["input_ids"], batch["completion_mask"]).item()
+    assert abs(w1_logp - ref_rows[0]["ref_logp"]) > 1e-3  # w1 has moved away from its collector
+    ckpt = run_job(ref_job)
+    assert ckpt.metrics.steps == 2 and ckpt.metrics.train_loss is not None and math.isfinite(ckpt.metrics.train_loss)
+
+    start_job = prepare_webrl(
+        WebRLTrainConfig(run="r1", model="w1", reference="start", checkpoint_name="w3", **TINY), store
+    )
+    first = start_job.examples.rows[0]
+    assert first["ref_logp"] != pytest.approx(collected_by[tuple(first["input_ids"])], abs=1e-3)
 
 
 @pytest.mark.slow
