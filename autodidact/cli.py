@@ -257,7 +257,7 @@ def train(
     run: Annotated[
         list[str] | None, typer.Option("--run", help="run id(s) whose episodes to learn from [default: every run]")
     ] = None,
-    method: Annotated[str, typer.Option(help="training method: sft, dpo, webrl or score")] = "sft",
+    method: Annotated[str, typer.Option(help="training method: sft, dpo, webrl, score or prm")] = "sft",
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="sft data kind(s), mixed: success, revision, reviewer, refiner, world_model, orm"),
@@ -268,7 +268,7 @@ def train(
     set_: SetOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Fine-tune on stored trajectories (SFT, DPO or WebRL; LoRA by default) and register a checkpoint."""
+    """Fine-tune on stored trajectories (SFT, DPO, WebRL, SCoRe; LoRA by default), or fit a process reward model (prm), and register a checkpoint."""
     from autodidact.config import parse
     from memory.base import open_store
     from training.policy import trainer
@@ -294,7 +294,11 @@ def train(
             "checkpoint ",
             (ckpt.name, "bold"),
             f" at {ckpt.path}: {m.examples} examples, {m.steps} steps, {loss}, {m.seconds:.0f} s\n"
-            f"use it with: autodidact run --model {ckpt.name}",
+            + (
+                f"use it with: autodidact run --graph mcts --set graph_options.prm={ckpt.name}"
+                if ckpt.kind == "value"
+                else f"use it with: autodidact run --model {ckpt.name}"
+            ),
         )
     )
 

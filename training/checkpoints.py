@@ -2,7 +2,8 @@
 
 A checkpoint is a directory ``$AUTODIDACT_HOME/checkpoints/<name>/`` holding a
 ``checkpoint.json`` record (:class:`Checkpoint`) and, by default, the weights under
-``model/``: a PEFT adapter (``kind="lora"``) or a whole transformers model (``kind="full"``).
+``model/``: a PEFT adapter (``kind="lora"``), a whole transformers model (``kind="full"``), or
+value heads read on a policy's features (``kind="value"``: a process reward model, ``VALUE_FILE``).
 The record says what the weights were trained from (``base_model``, ``parent``), by which
 method, on which data (:class:`DataSource`), with which config, and what training measured
 (:class:`TrainMetrics`). Records are frozen and versioned; they are written once, atomically,
@@ -38,11 +39,12 @@ from autodidact.types import Record
 CHECKPOINT_SCHEMA_VERSION = 1
 RECORD_FILE = "checkpoint.json"
 WEIGHTS_DIR = "model"
+VALUE_FILE = "value_heads.pt"  # a value checkpoint's heads, in its weights dir
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _log = logging.getLogger(__name__)
 
-Kind = Literal["lora", "full"]
+Kind = Literal["lora", "full", "value"]
 
 
 class DataSource(Record):
@@ -97,6 +99,11 @@ class Checkpoint(Record):
             >>> Checkpoint(name="a", path=Path("/c/a/model"), kind="lora", base_model="embedded").load_spec()
             ('embedded', '/c/a/model')
         """
+        if self.kind == "value":
+            raise ConfigError(
+                f"checkpoint {self.name!r} is a value model (heads on {self.base_model}'s features), not a "
+                "policy; use it where a process reward model is asked for (graph_options.prm, --set prm=...)"
+            )
         if self.kind == "full":
             return str(self.path), None
         return self.base_model, str(self.path)
@@ -152,7 +159,7 @@ def register_checkpoint(
     Args:
         name: a new checkpoint name (see :func:`new_checkpoint_name`).
         path: the weights dir: an adapter dir (``adapter_config.json``) or a model dir (``config.json``).
-        kind: ``"lora"`` or ``"full"``.
+        kind: ``"lora"``, ``"full"`` or ``"value"``.
         base_model: the model spec the weights were trained from (see :class:`Checkpoint`).
         parent: the checkpoint training started from, if any; it must be registered.
         method: the training method, e.g. ``"sft"``.
@@ -173,7 +180,7 @@ def register_checkpoint(
     if record_file.exists():
         raise ConfigError(f"checkpoint {name!r} already exists at {where}; choose another name or delete that dir")
     weights = Path(path).absolute()
-    marker = "adapter_config.json" if kind == "lora" else "config.json"
+    marker = {"lora": "adapter_config.json", "full": "config.json", "value": VALUE_FILE}[kind]
     if not (weights / marker).is_file():
         raise ConfigError(f"{weights} has no {marker}, so it is not a {kind} checkpoint; save the weights there first")
     if parent is not None and _read(checkpoint_dir(parent) / RECORD_FILE) is None:

@@ -109,6 +109,11 @@ class DataFields:
         default="nearest",
         metadata={"help": "Agent-R: each bad path with its nearest good path, or with all of them (the paper's)"},
     )
+    prm: str | None = field(
+        default=None,
+        metadata={"help": "ReST-MCTS*: a process reward model (value checkpoint) that filters success rows"},
+    )
+    prm_min: float = field(default=0.5, metadata={"help": "success rows whose step the PRM values below this go"})
     max_pairs_per_prompt: int = field(
         default=4, metadata={"help": "DPO pairs (refiner rows) per prompt (task) at most"}
     )
@@ -282,7 +287,14 @@ def success_rows(
                 tally.counts["rejected_answers"] += 1
                 continue
             rows.add(conversation_row(step.messages, answer_text(step, fields.answers), traj, "success"))
-    return rows.sorted()
+    kept = rows.sorted()
+    if fields.prm is None:
+        return kept
+    from training.prm import loaded
+
+    values = loaded(fields.prm).values([(r["messages"][:-1], r["messages"][-1]["content"]) for r in kept])
+    tally.counts["below_prm_min"] = sum(v < fields.prm_min for v in values)
+    return [r for r, v in zip(kept, values, strict=True) if v >= fields.prm_min]
 
 
 def _attempts(traj: Trajectory, roles: Sequence[str]) -> list[Step]:
@@ -517,6 +529,8 @@ def _filters(fields: DataFields, kinds: Sequence[str]) -> dict[str, Any]:
             pairs=fields.revision_pairs,
             verifier=fields.verifier,
         )
+    if "success" in kinds and fields.prm is not None:
+        out.update(prm=fields.prm, prm_min=fields.prm_min)
     if "dpo" in kinds or "refiner" in kinds:
         out["max_pairs_per_prompt"] = fields.max_pairs_per_prompt
     return out

@@ -329,9 +329,10 @@ def completion_logp(logits: torch.Tensor, input_ids: torch.Tensor, completion_ma
 
 
 def score_turns(
-    model: Any, tokenizer: Any, tokenized: Sequence[dict[str, list[int]]], batch_size: int = 4
+    model: Any, tokenizer: Any, tokenized: Sequence[dict[str, list[int]]], batch_size: int = 4, *, after: bool = False
 ) -> list[Scored]:
-    """One no-grad pass of ``model`` per batch: each turn's features and its action's log-prob."""
+    """One no-grad pass of ``model`` per batch: each turn's features (at the prompt's end, or
+    ``after`` the action: at its last token) and its action's log-prob."""
     device = next(model.parameters()).device
     out: list[Scored] = []
     model.eval()
@@ -344,8 +345,11 @@ def score_turns(
             logp = completion_logp(result.logits.float(), ids, mask)
             hidden = result.hidden_states[-1].float()
             for j, b in enumerate(batch):
-                first = b["completion_mask"].index(1) if 1 in b["completion_mask"] else len(b["input_ids"])
-                out.append(Scored(hidden[j, max(0, first - 1)].cpu(), float(logp[j]), sum(b["completion_mask"])))
+                mask_j = b["completion_mask"]
+                first = mask_j.index(1) if 1 in mask_j else len(b["input_ids"])
+                last = len(mask_j) - 1 - mask_j[::-1].index(1) if 1 in mask_j else len(b["input_ids"]) - 1
+                at = last if after else max(0, first - 1)
+                out.append(Scored(hidden[j, at].cpu(), float(logp[j]), sum(mask_j)))
     return out
 
 
@@ -372,7 +376,7 @@ class OutcomeRewardModel:
     @classmethod
     def load(cls, spec: str, threshold: float = 0.5) -> OutcomeRewardModel:
         """From a model spec or checkpoint name (``--model`` syntax)."""
-        return cls(*_load_lm(spec), threshold)
+        return cls(*load_lm(spec), threshold)
 
     def prompt(self, traj: Trajectory, roles: Sequence[str] = ("solver",)) -> list[Message]:
         from agents.roles.outcome import OutcomeJudge, transcript
@@ -593,7 +597,7 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
 
     episodes_all = new + old
     flat = [t for ep in episodes_all for t in ep]
-    tokenized = [_answered(tokenizer, t.messages, t.completion) for t in flat]
+    tokenized = [answered(tokenizer, t.messages, t.completion) for t in flat]
     fits = [len(x["input_ids"]) <= config.max_length and 1 in x["completion_mask"] for x in tokenized]
     batch_size = config.per_device_eval_batch_size or 1
     scored = score_turns(model, tokenizer, tokenized, batch_size=batch_size)
@@ -740,7 +744,7 @@ def collector_logps(
     for spec in sorted({t.collector for t in turns} - {start_spec}):
         where = [i for i, t in enumerate(turns) if t.collector == spec]
         try:
-            lm, tok = _load_lm(spec)
+            lm, tok = load_lm(spec)
         except (ModelLoadError, ConfigError) as e:
             raise ConfigError(
                 f"webrl: {len(where)} turns were collected by {spec!r}, which cannot be loaded as the "
@@ -757,7 +761,7 @@ def collector_logps(
     return out
 
 
-def _answered(tokenizer: Any, messages: Sequence[dict[str, str]], answer: str) -> dict[str, list[int]]:
+def answered(tokenizer: Any, messages: Sequence[dict[str, str]], answer: str) -> dict[str, list[int]]:
     """A turn tokenized with only ``answer`` trained. With ``answer=""`` (a state alone) only the
     end marker is, so :func:`score_turns` reads the state's features where it reads a turn's:
     at the last token of the generation header."""
@@ -766,7 +770,7 @@ def _answered(tokenizer: Any, messages: Sequence[dict[str, str]], answer: str) -
     )
 
 
-def _load_lm(spec: str) -> tuple[Any, Any]:
+def load_lm(spec: str) -> tuple[Any, Any]:
     """Model and tokenizer of a model spec or checkpoint name (``--model`` syntax), for reading."""
     from agents.llm.hf_local import load_model_and_tokenizer
 
@@ -799,11 +803,11 @@ def estimate_values(
         raise NothingToTrainError(f"no acting turns in runs {', '.join(runs)} to fit a critic on")
     eps = [_with_rewards(ep, float(t.success), gamma) for ep, t in zip(eps, trajs, strict=True)]
     flat = [t for ep in eps for t in ep]
-    lm, tok = _load_lm(model)
-    seen = [_answered(tok, t.messages, t.completion) for t in flat]
+    lm, tok = load_lm(model)
+    seen = [answered(tok, t.messages, t.completion) for t in flat]
     feats = torch.stack([s.features for s in score_turns(lm, tok, seen)])
     heads, metrics = train_critic(feats, torch.tensor([t.mc_return for t in flat], dtype=torch.float32))
-    asked = score_turns(lm, tok, [_answered(tok, m, "") for m in states]) if states else []
+    asked = score_turns(lm, tok, [answered(tok, m, "") for m in states]) if states else []
     values = heads.value(torch.stack([s.features for s in asked])).tolist() if asked else []
     return values, {**metrics, "critic_turns": float(len(flat))}
 

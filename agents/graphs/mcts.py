@@ -20,6 +20,12 @@ one branched off. One simulation:
 
 Edges: ``START → start → select → simulate ⟲ → backup → select | finish → END``.
 
+**Value-guided** (ReST-MCTS*, ``prm``: a process reward model, :mod:`training.prm`): each new
+child's step is scored by the PRM when its parent is expanded. The score is the child's prior:
+unvisited children are tried best prior first, and a visited child's mean value counts the prior
+as one more visit, ``(Q + prior) / (N + 1)``. Children scored below ``prune_below`` are pruned
+(marked finished, never tried) unless that would prune them all: the best one stays.
+
 A failed model call during an expansion becomes the node's only child, a leaf that carries the
 error; the search goes on elsewhere. ``state["paths"]`` holds one :class:`TreePath` per leaf a
 simulation reached (children never executed are not paths): the best first (highest terminal
@@ -61,6 +67,8 @@ class MCTSContext(SolverContext):
     branching: int = 3  # solver samples per expansion
     c: float = 0.25  # UCT exploration constant
     explore_temperature: float = 0.8
+    prm: str | None = None  # a process reward model (value checkpoint) that guides the search
+    prune_below: float = 0.0  # with a prm: children it scores below this are never tried
 
     def __post_init__(self) -> None:
         if self.simulations < 1 or self.branching < 1 or self.c < 0:
@@ -93,6 +101,7 @@ class Node(Record):
     children: tuple[int, ...] = ()
     expanded: bool = False
     done: bool = False
+    prior: float | None = None  # the process reward model's score of the node's step
 
 
 class MCTSState(SolverState, total=False):
@@ -112,16 +121,19 @@ def uct(node: Node, parent_visits: int, c: float) -> float:
     """
     if node.visits == 0:
         return math.inf
-    return node.value / node.visits + c * math.sqrt(math.log(parent_visits) / node.visits)
+    prior, seen = (node.prior, 1) if node.prior is not None else (0.0, 0)
+    mean = (node.value + prior) / (node.visits + seen)
+    return mean + c * math.sqrt(math.log(parent_visits) / node.visits)
 
 
 def best_child(tree: Sequence[Node], node: Node, c: float) -> Node | None:
-    """The child of ``node`` to explore: the first unvisited one, else the best by UCT (the
-    first of equals); finished children are skipped. None when all are finished."""
+    """The child of ``node`` to explore: the first unvisited one (with priors, the unvisited
+    one with the best prior), else the best by UCT (the first of equals); finished children are
+    skipped. None when all are finished."""
     open_children = [tree[i] for i in node.children if not tree[i].done]
     if not open_children:
         return None
-    return max(open_children, key=lambda child: uct(child, node.visits, c))
+    return max(open_children, key=lambda child: (uct(child, node.visits, c), child.prior or 0.0))
 
 
 def descend(tree: Sequence[Node], c: float) -> int:
@@ -280,7 +292,7 @@ async def _execute(state: MCTSState, ctx: MCTSContext, node: Node) -> dict[str, 
 
 async def _expand(state: MCTSState, ctx: MCTSContext, node: Node) -> dict[str, Any]:
     """Sample ``branching`` answers at the node, add the new distinct ones as children and
-    move to the first. A failed model call becomes a child that ends the path with its error."""
+    move to the first (with priors, the best). A failed model call becomes a child that ends the path with its error."""
     tree = list(state["tree"])
     seen = [a for i in node.children if (a := _step(tree[i]).action) is not None]
     steps = await propose(ctx, list(node.messages), node.depth, n=ctx.branching, sampling=ctx.exploration)
@@ -289,11 +301,31 @@ async def _expand(state: MCTSState, ctx: MCTSContext, node: Node) -> dict[str, A
         Node(id=len(tree) + k, parent=node.id, depth=node.depth + 1, step=s.model_copy(update={"index": node.depth}))
         for k, s in enumerate(new)
     ]
+    if ctx.prm is not None and children and new[0].action is not None:
+        children = await _scored(ctx, node, children)
     tree[node.id] = node.model_copy(
         update={"expanded": True, "children": node.children + tuple(c.id for c in children)}
     )
     tree.extend(children)
-    return {"tree": tree, "current": children[0].id if children else node.id}
+    first = max(children, key=lambda c: c.prior or 0.0) if children else None  # the first child, or the best prior
+    return {"tree": tree, "current": first.id if first is not None else node.id}
+
+
+async def _scored(ctx: MCTSContext, node: Node, children: list[Node]) -> list[Node]:
+    """``children`` with the process reward model's priors; those below ``prune_below`` pruned
+    (all but the best, when every one is)."""
+    from training.data import answer_text
+    from training.prm import loaded
+
+    assert ctx.prm is not None
+    messages = [m.model_dump() for m in node.messages]
+    asked = [(messages, answer_text(_step(c))) for c in children]
+    priors = await asyncio.to_thread(lambda: loaded(ctx.prm).values(asked))  # type: ignore[arg-type]
+    best = max(range(len(children)), key=lambda i: priors[i])
+    return [
+        c.model_copy(update={"prior": p, "done": p < ctx.prune_below and i != best})
+        for i, (c, p) in enumerate(zip(children, priors, strict=True))
+    ]
 
 
 async def backup(state: MCTSState, runtime: Runtime[MCTSContext]) -> dict[str, Any]:

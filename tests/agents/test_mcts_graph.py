@@ -190,3 +190,42 @@ async def test_a_small_web_search_replays_clicks_and_stores_the_tree() -> None:
     assert _answers(wrong_button.steps) == ['click("e8")'] and wrong_button.reward == -1.0
     assert (stopped.parent_id, stopped.branch_step) == (solved.id, 1)
     assert (wrong_button.parent_id, wrong_button.branch_step) == (solved.id, 0)
+
+
+class StubPRM:
+    """A process reward model that scores a step by the code it answers."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.asked: list[str] = []
+
+    def values(self, steps: Sequence[tuple[Sequence[dict[str, str]], str]]) -> list[float]:
+        self.asked += [answer for _, answer in steps]
+        return [next((v for k, v in self.scores.items() if k in answer), 0.0) for _, answer in steps]
+
+
+async def test_a_process_reward_model_orders_unvisited_children_and_prunes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.prm
+
+    prm = StubPRM({"xs[0]": 0.1, "None": 0.3, "xs[-1]": 0.9})
+    monkeypatch.setattr(training.prm, "loaded", lambda name: prm)
+    script = [wrong("xs[0]"), wrong("None"), GOOD]
+    plain = await _search(script, max_steps=1, branching=3, simulations=1)
+    assert plain["paths"][0].steps[0].completion == wrong("xs[0]")  # unguided: the first child
+    guided = await _search(script, max_steps=1, branching=3, simulations=1, prm="p")
+    assert guided["paths"][0].steps[0].completion == GOOD  # the best prior first
+    assert [n.prior for n in guided["tree"][1:]] == [0.1, 0.3, 0.9] and len(prm.asked) == 3
+    assert all("```python" in a for a in prm.asked)  # scored as the answers the PRM was fitted on
+
+    pruned = await _search(script, max_steps=1, branching=3, simulations=8, prm="p", prune_below=0.5)
+    assert [n.done for n in pruned["tree"][1:]] == [True, True, True] and len(pruned["leaves"]) == 1
+    assert pruned["paths"][0].steps[0].completion == GOOD  # the two pruned children were never tried
+    # every child below the threshold: the best one stays open and is tried
+    low = await _search(script, max_steps=1, branching=3, simulations=1, prm="p", prune_below=0.95)
+    assert low["paths"][0].steps[0].completion == GOOD and low["tree"][3].visits == 1
+
+
+def test_uct_counts_a_prior_as_one_more_visit() -> None:
+    node = Node(id=1, visits=1, value=0.0, prior=0.8)
+    assert uct(node, parent_visits=1, c=0.0) == pytest.approx(0.4)
+    assert uct(Node(id=1, visits=1, value=0.0), parent_visits=1, c=0.0) == 0.0
