@@ -43,7 +43,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -224,6 +224,7 @@ class ProcessRewardModel:
 
     def __init__(self, model: Any, tokenizer: Any, heads: TwinValueHeads, name: str = "") -> None:
         self.model, self.tokenizer, self.heads, self.name = model, tokenizer, heads, name
+        self._busy = threading.Lock()  # one forward pass at a time: callers may be threads
 
     @classmethod
     def load(cls, name: str) -> ProcessRewardModel:
@@ -243,14 +244,22 @@ class ProcessRewardModel:
         if not steps:
             return []
         rows = [answered(self.tokenizer, list(m), a) for m, a in steps]
-        feats = torch.stack([s.features for s in score_turns(self.model, self.tokenizer, rows, batch_size, after=True)])
-        return [float(v) for v in self.heads.value(feats)]
+        with self._busy:
+            scored = score_turns(self.model, self.tokenizer, rows, batch_size, after=True)
+        return [float(v) for v in self.heads.value(torch.stack([s.features for s in scored]))]
 
 
-@functools.cache
+_LOADED: dict[str, ProcessRewardModel] = {}
+_LOADING = threading.Lock()
+
+
 def loaded(name: str) -> ProcessRewardModel:
-    """The process reward model ``name``, loaded once per process."""
-    return ProcessRewardModel.load(name)
+    """The process reward model ``name``, loaded once per process (episodes run concurrently
+    and ask from worker threads: one loads it, the others wait)."""
+    with _LOADING:
+        if name not in _LOADED:
+            _LOADED[name] = ProcessRewardModel.load(name)
+        return _LOADED[name]
 
 
 def path_values(prm: ProcessRewardModel, paths: Sequence[Sequence[Any]], answers: str = "parsed") -> list[list[float]]:

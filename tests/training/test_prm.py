@@ -98,3 +98,27 @@ def test_a_prm_fits_the_inferred_values_is_a_value_checkpoint_and_filters_succes
     assert kept.rows == [r for r, v in zip(plain.rows, values, strict=True) if v >= cut] and len(kept.rows) == 1
     assert kept.source.counts["below_prm_min"] == len(plain.rows) - 1 == 3
     assert kept.source.filters["prm"] == "prm1"
+
+
+def test_a_prm_asked_from_many_threads_at_once_is_loaded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import training.prm
+
+    calls: list[str] = []
+
+    def slow_load(name: str) -> object:
+        calls.append(name)
+        time.sleep(0.05)
+        return object()
+
+    monkeypatch.setattr(training.prm.ProcessRewardModel, "load", staticmethod(slow_load))
+    monkeypatch.setattr(training.prm, "_LOADED", {})
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(loaded("p"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["p"] and len(got) == 4 and all(g is got[0] for g in got)
