@@ -20,10 +20,10 @@ Algorithm (:func:`prepare_score`):
        ``G2 = r2 + alpha * (r2 - r1)``, the paper's shaping bonus, which pays a second attempt
        for turning wrong into right and fines it for the reverse; the bonus is on the second
        turn only, so a right first attempt is never fined for leaving nothing to fix.
-    3. **Baseline.** Leave-one-out (:func:`leave_one_out`): each return minus the mean of the
+    3. **Baseline.** Leave-one-out (:func:`training.reinforce.leave_one_out`): each return minus the mean of the
        same turn's returns of the task's other episodes (RLOO); a task with one episode gets no
        signal from it.
-    4. **Loss** (:func:`score_loss`), per trained turn: ``-A * log pi(y | prompt)`` (the sum over
+    4. **Loss** (:func:`training.reinforce.reinforce_loss`), per trained turn: ``-A * log pi(y | prompt)`` (the sum over
        the answer's tokens) plus ``beta * mean over tokens of (log pi - log pi_ref)^2 / 2`` (the
        k2 estimate of KL to the starting policy, whose per-token log-probs are read once before
        training), ``beta = kl_first`` on stage I's first turns, else ``kl``.
@@ -33,38 +33,24 @@ Run it:
     autodidact train --method score --run RUN [--set stage=2 alpha=10]
 
 Example:
-    >>> leave_one_out([1.0, 0.0, 0.0, 1.0], ["a", "a", "b", "b"])
-    [1.0, -1.0, -1.0, 1.0]
+    >>> returns(0.0, 1.0, stage=2, alpha=10.0)
+    (1.0, 11.0)
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from autodidact.errors import ConfigError, NothingToTrainError
 from autodidact.types import Step, Trajectory
 from environments.code.env import SUBMIT_KINDS
 from training.checkpoints import Checkpoint, DataSource
-from training.data import DataFields, Examples, _Tally, acting_steps, answer_text, episodes, queries, tokenize_turns
-from training.policy import (
-    TrainFields,
-    TrainJob,
-    load_policy,
-    lora_config,
-    pad,
-    reserve_name,
-    run_job,
-    token_batch,
-    token_logps,
-    trainer_dir,
-)
+from training.data import DataFields, _Tally, acting_steps, answer_text, episodes, queries
+from training.policy import TrainFields, TrainJob, reserve_name, run_job
+from training.reinforce import Turn, leave_one_out, reinforce_job
 
 if TYPE_CHECKING:
     from memory.base import TrajectoryStore
@@ -126,40 +112,6 @@ def returns(r1: float, r2: float, stage: int, alpha: float) -> tuple[float, floa
     return r1 + r2, r2 + alpha * (r2 - r1)
 
 
-def leave_one_out(values: Sequence[float], groups: Sequence[str]) -> list[float]:
-    """Each value minus the mean of the other values in its group (0 for a group of one)."""
-    total: dict[str, float] = defaultdict(float)
-    count: dict[str, int] = defaultdict(int)
-    for v, g in zip(values, groups, strict=True):
-        total[g] += v
-        count[g] += 1
-    return [0.0 if count[g] == 1 else v - (total[g] - v) / (count[g] - 1) for v, g in zip(values, groups, strict=True)]
-
-
-def score_loss(
-    logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, advantage: torch.Tensor, beta: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean over turns of ``-A * sum(logp) + beta * mean((logp - ref_logp)^2 / 2)`` over each
-    turn's answer tokens; ``logp``, ``ref_logp`` and ``mask`` are ``[turns, tokens]``.
-
-    Example:
-        >>> loss, _ = score_loss(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.0, -1.0]]),
-        ...                      torch.tensor([[1.0, 1.0]]), torch.tensor([0.5]), torch.tensor([2.0]))
-        >>> round(float(loss), 4)  # -0.5 * -3 + 2 * (0 + 0.5) / 2
-        2.0
-    """
-    mask = mask.to(logp.dtype)
-    n = mask.sum(-1).clamp_min(1)
-    pg = -advantage * (logp * mask).sum(-1)
-    kl = ((logp - ref_logp) ** 2 / 2 * mask).sum(-1) / n
-    loss = (pg + beta * kl).mean()
-    return loss, {
-        "pg": float(pg.detach().mean()),
-        "kl": float(kl.detach().mean()),
-        "advantage": float(advantage.mean()),
-    }
-
-
 # --- the trainer -------------------------------------------------------------------------------
 
 
@@ -198,56 +150,6 @@ class SCoReTrainConfig(TrainFields, DataFields, TrainingArguments):  # type: ign
         super().__post_init__()
 
 
-def collate(pad_id: int) -> Any:
-    def fn(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return {
-            **token_batch(rows, pad_id),
-            "ref_logp": pad([r["ref_logp"] for r in rows], 0.0, torch.float32),
-            "advantage": torch.tensor([r["advantage"] for r in rows], dtype=torch.float32),
-            "beta": torch.tensor([r["beta"] for r in rows], dtype=torch.float32),
-        }
-
-    return fn
-
-
-class SCoReTrainer(Trainer):
-    """``Trainer`` whose loss is :func:`score_loss` on rows with ``advantage``, ``beta`` and the
-    starting policy's per-token ``ref_logp`` beside the tokens."""
-
-    def compute_loss(
-        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
-    ) -> Any:
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        logp = token_logps(out.logits.float(), inputs["input_ids"], inputs["completion_mask"])
-        mask = inputs["completion_mask"][:, 1:]
-        ref = inputs["ref_logp"][:, : logp.shape[1]]
-        loss, stats = score_loss(logp, ref, mask, inputs["advantage"], inputs["beta"])
-        if model.training:
-            self._stats = stats
-        return (loss, out) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        stats = getattr(self, "_stats", None)
-        if stats and "loss" in logs:
-            logs.update({f"score/{k}": round(v, 4) for k, v in stats.items()})
-        super().log(logs, *args, **kwargs)
-
-
-def _reference_logps(model: Any, tokenizer: Any, tokenized: Sequence[dict[str, list[int]]]) -> list[list[float]]:
-    """The starting policy's per-token log-probs of each turn (aligned with ``input_ids[1:]``)."""
-    device = next(model.parameters()).device
-    out: list[list[float]] = []
-    model.eval()
-    with torch.no_grad():
-        for x in tokenized:
-            ids = torch.tensor([x["input_ids"]], device=device)
-            mask = torch.tensor([x["completion_mask"]], device=device)
-            logits = model(input_ids=ids).logits.float()
-            out.append(token_logps(logits, ids, mask)[0].tolist())
-    model.train()
-    return out
-
-
 def prepare_score(config: SCoReTrainConfig, store: TrajectoryStore) -> TrainJob:
     """Check the name, gather the episodes' attempts, compute returns and leave-one-out
     advantages, read the starting policy's log-probs and build the trainer; train not yet.
@@ -274,40 +176,18 @@ def prepare_score(config: SCoReTrainConfig, store: TrajectoryStore) -> TrainJob:
     g = [returns(p.r1, p.r2, config.stage, config.alpha) for p in pairs]
     a1 = leave_one_out([x[0] for x in g], groups)
     a2 = leave_one_out([x[1] for x in g], groups)
-    turns: list[tuple[TwoAttempts, tuple[list[dict[str, str]], str], float, float]] = []
+    turns: list[Turn] = []
     for p, adv1, adv2 in zip(pairs, a1, a2, strict=True):
-        turns.append((p, p.first, adv1, config.kl_first if config.stage == 1 else config.kl))
+        msgs, answer = p.first
+        beta = config.kl_first if config.stage == 1 else config.kl
+        turns.append(Turn(msgs, answer, adv1, beta, p.task_id, p.trajectory_id))
         if p.second is not None:
-            turns.append((p, p.second, adv2, config.kl))
-    if all(adv == 0.0 for _, _, adv, _ in turns):
+            turns.append(Turn(*p.second, adv2, config.kl, p.task_id, p.trajectory_id))
+    if all(t.advantage == 0.0 for t in turns):
         raise NothingToTrainError(
             f"every task's {len(pairs)} episodes in runs {config.run or 'all'} have the same outcome: "
             "no advantage to learn from; sample more episodes per task (--samples 4)"
         )
-
-    args = dataclasses.replace(config, checkpoint_name=name, output_dir=trainer_dir(name))
-    model, tokenizer, base_model, parent, kind, new_adapter = load_policy(args)
-    if new_adapter:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora_config(args))  # type: ignore[assignment]  # B = 0: the starting policy
-    tokenized = [
-        tokenize_turns(tokenizer, [*msgs, {"role": "assistant", "content": answer}], [False] * len(msgs) + [True])
-        for _, (msgs, answer), _, _ in turns
-    ]
-    keep = [len(x["input_ids"]) <= config.max_length and 1 in x["completion_mask"] for x in tokenized]
-    tally.counts["turns_too_long"] = keep.count(False)
-    kept = [(t, x) for t, x, ok in zip(turns, tokenized, keep, strict=True) if ok]
-    if not kept:
-        raise NothingToTrainError(f"every turn is longer than max_length={config.max_length}; raise it")
-    ref = _reference_logps(model, tokenizer, [x for _, x in kept])
-    rows = [
-        {**x, "ref_logp": r, "advantage": adv, "beta": beta, "task_id": p.task_id, "trajectory_id": p.trajectory_id}
-        for ((p, _, adv, beta), x), r in zip(kept, ref, strict=True)
-    ]
-
-    import datasets
-
     n = len(pairs)
     acc1, acc2 = sum(p.r1 for p in pairs) / n, sum(p.r2 for p in pairs) / n
     source = DataSource(
@@ -321,32 +201,10 @@ def prepare_score(config: SCoReTrainConfig, store: TrajectoryStore) -> TrainJob:
             "second_attempts": sum(p.second is not None for p in pairs),
             "tasks": len(set(groups)),
             **dict(sorted(tally.counts.items())),
-            "examples": len(rows),
         },
     )
-    trainer = SCoReTrainer(
-        model=model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(rows),
-        data_collator=collate(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-    )
-    extra = {
-        "acc_t1": acc1,
-        "acc_t2": acc2,
-        "delta_t1_t2": acc2 - acc1,
-        "advantage_nonzero": float(sum(r["advantage"] != 0.0 for r in rows)),
-    }
-    return TrainJob(
-        name=name,
-        method=METHOD,
-        trainer=trainer,
-        examples=Examples(rows=rows, source=source),
-        base_model=base_model,
-        parent=parent,
-        kind=kind,
-        extra=extra,
-    )
+    extra = {"acc_t1": acc1, "acc_t2": acc2, "delta_t1_t2": acc2 - acc1}
+    return reinforce_job(config, name, METHOD, turns, tally, source, extra)
 
 
 def train_score(config: SCoReTrainConfig, store: TrajectoryStore) -> Checkpoint:

@@ -17,14 +17,8 @@ from memory.base import TrajectoryStore
 from training.checkpoints import WEIGHTS_DIR, checkpoint_dir, find_checkpoint
 from training.data import DataFields, _Tally
 from training.policy import run_job, token_logps
-from training.score import (
-    SCoReTrainConfig,
-    leave_one_out,
-    prepare_score,
-    returns,
-    score_loss,
-    two_attempts,
-)
+from training.reinforce import leave_one_out, reinforce_loss
+from training.score import SCoReTrainConfig, prepare_score, returns, two_attempts
 
 from .test_data import FEEDBACK, W2, G, W, path
 from .test_sft import TINY
@@ -51,13 +45,13 @@ def test_leave_one_out_subtracts_the_mean_of_the_task_s_other_episodes() -> None
     assert sum(leave_one_out(values, groups)[:3]) == 0.0
 
 
-def test_score_loss_against_a_hand_computed_case_and_its_gradients() -> None:
+def test_reinforce_loss_against_a_hand_computed_case_and_its_gradients() -> None:
     logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], requires_grad=True)
     ref = torch.tensor([[-1.5, -1.0, 9.0], [-0.5, 0.0, 9.0]])  # 9: a padded position, masked out
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     adv = torch.tensor([2.0, -1.0])
     beta = torch.tensor([1.0, 0.5])
-    loss, stats = score_loss(logp, ref, mask, adv, beta)
+    loss, stats = reinforce_loss(logp, ref, mask, adv, beta)
     # turn 0: -2 * (-3) + 1 * ((0.5^2 + 1^2) / 2) / 2 = 6.3125; turn 1: -(-1) * (-0.5) + 0 = -0.5
     assert float(loss.detach()) == pytest.approx((6.3125 - 0.5) / 2)
     assert stats["pg"] == pytest.approx((6.0 - 0.5) / 2) and stats["kl"] == pytest.approx(0.3125 / 2)
