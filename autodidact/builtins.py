@@ -52,6 +52,7 @@ def register_all() -> None:
     register("trainer", "webrl", "training.webrl:train_webrl")
     register("trainer", "score", "training.score:train_score")
     register("trainer", "prm", "training.prm:train_prm")
+    register("trainer", "comas", "training.comas:train_comas")
 
     register("policy", "code:reference", "environments.code.policies:ReferencePolicy")
     register("policy", "code:mutant", "environments.code.policies:MutantPolicy")

@@ -257,7 +257,7 @@ def train(
     run: Annotated[
         list[str] | None, typer.Option("--run", help="run id(s) whose episodes to learn from [default: every run]")
     ] = None,
-    method: Annotated[str, typer.Option(help="training method: sft, dpo, webrl, score or prm")] = "sft",
+    method: Annotated[str, typer.Option(help="training method: sft, dpo, webrl, score, comas or prm")] = "sft",
     data: Annotated[
         list[str] | None,
         typer.Option("--data", help="sft data kind(s), mixed: success, revision, reviewer, refiner, world_model, orm"),
