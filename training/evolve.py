@@ -21,7 +21,8 @@ A round, with the *incumbent* policy (round 1: ``model``):
    ReST-EM retrain from the base). Each role in ``roles`` gets its own adapter, trained by SFT
    on its kinds from the base. A method with nothing to train on is skipped and says why. A new
    ``world_model`` adapter is measured against the incumbent's world model by next-observation
-   accuracy on held-out transitions (:mod:`training.world_model`).
+   accuracy on held-out transitions (:mod:`training.world_model`) and replaces it only when
+   neither its exact accuracy nor its line F1 is lower (its own gate).
 3. **evaluate** — the candidate on every suite of ``suites`` (:mod:`training.evaluation`):
    greedy pass@1, sampled pass@1 and pass@k, mean reward and the two-attempt metrics; against
    the incumbent, the paired per-task difference with its 95% bootstrap interval and p-value.
@@ -649,7 +650,12 @@ class Evolution:
         trained_world_model = new_roles.get("world_model")
         if trained_world_model is not None and trained_world_model != roles.get("world_model"):
             before_spec = str(roles.get("world_model") or model)
-            self.stage(f"r{k}/world_model", partial(self.world_model, before_spec, trained_world_model))
+            judged = self.stage(f"r{k}/world_model", partial(self.world_model, before_spec, trained_world_model))
+            if not judged.get("promoted"):  # the world model has its own gate: a worse one is not used
+                if "world_model" in roles:
+                    new_roles["world_model"] = roles["world_model"]
+                else:
+                    new_roles.pop("world_model")
 
         if candidate == model and new_roles == roles:
             self.stage(f"r{k}/gate", lambda: {"promoted": False, "reason": "nothing was trained this round"})
@@ -702,17 +708,28 @@ class Evolution:
         }
 
     def world_model(self, before: str, after: str) -> dict[str, Any]:
-        """Next-observation accuracy of the incumbent's world model and the new one, on the
-        transitions of round 0's greedy run on the gate suite (tasks no round trains on)."""
+        """The world model's own gate: next-observation accuracy of the incumbent's world model
+        and the new one, on the transitions of round 0's greedy run on the gate suite (tasks no
+        round trains on). The new one is promoted when neither its exact accuracy nor its line
+        F1 is lower; one that cannot be measured (no transitions) is not."""
         from training.world_model import evaluate_world_model
 
         runs = [f"{self.name}-r0-eval-{self.config.gate.suite}"]
         try:
             old = evaluate_world_model(before, self.store, runs, limit=32)
         except NothingToTrainError as e:
-            return {"skipped": str(e)}
+            return {"skipped": str(e), "promoted": False, "reason": "no held-out transitions to measure it on"}
         new = evaluate_world_model(after, self.store, runs, limit=32)
-        return {"model_before": before, "model_after": after, "before": old, "after": new}
+        promoted = new["exact"] >= old["exact"] and new["line_f1"] >= old["line_f1"]
+        reason = "not worse on exact accuracy and line F1" if promoted else "worse than the incumbent's: not used"
+        return {
+            "model_before": before,
+            "model_after": after,
+            "before": old,
+            "after": new,
+            "promoted": promoted,
+            "reason": reason,
+        }
 
     def report(self) -> Path:
         from training.report import write_report

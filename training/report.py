@@ -304,6 +304,7 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
             text = (
                 f"next-observation accuracy {_pct(b['exact'])} → {_pct(a['exact'])}, line F1 "
                 f"{b['line_f1']:.3f} → {a['line_f1']:.3f} on {a['transitions']:.0f} held-out transitions"
+                + (f": {wm['reason']}" if "reason" in wm else "")
             )
             extra_rows.append(f"<tr><td>{k}</td><td>world model</td><td>{e(text)}</td></tr>")
         elif wm is not None:

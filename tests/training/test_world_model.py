@@ -52,13 +52,34 @@ def test_evolve_measures_a_new_world_model_against_the_incumbents(
     monkeypatch.setattr(training.world_model, "evaluate_world_model", measured)
     cfg = EvolveConfig(name="wm", rounds=1, methods=["sft"], roles={"world_model": ["world_model"]})
     evo = Evolution(cfg, store=None, log=lambda _: None)
-    Scripted(evo, {})
+    scripted = Scripted(evo, {})
     state = evo.run()
     got = state["stages"]["r1/world_model"]
     assert asked == [("embedded", ["wm-r0-eval-val"]), ("wm-r1-world_model", ["wm-r0-eval-val"])]
-    assert (got["before"]["exact"], got["after"]["exact"]) == (0.2, 0.6)
+    assert (got["before"]["exact"], got["after"]["exact"]) == (0.2, 0.6) and got["promoted"]
     page = (_isolated_home / "evolve" / "wm" / "report.html").read_text()
-    assert "next-observation accuracy 20.0% → 60.0%" in page
+    assert "next-observation accuracy 20.0% → 60.0%" in page and "not worse on exact accuracy" in page
+    # the candidate was measured with the new world model
+    assert [roles for run, _, roles, _ in scripted.measured if run == "wm-r1-eval-val"] == [
+        {"world_model": "wm-r1-world_model"}
+    ]
+
+
+def test_a_worse_world_model_is_not_used(_isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.world_model
+
+    def measured(spec: str, store: Any, runs: list[str], *, limit: int | None = 64) -> dict[str, float]:
+        return {"transitions": 5.0, "exact": 0.4, "line_f1": 0.7 if spec == "embedded" else 0.6}
+
+    monkeypatch.setattr(training.world_model, "evaluate_world_model", measured)
+    cfg = EvolveConfig(name="wm2", rounds=1, methods=["sft"], roles={"world_model": ["world_model"]})
+    evo = Evolution(cfg, store=None, log=lambda _: None)
+    scripted = Scripted(evo, {})
+    state = evo.run()
+    got = state["stages"]["r1/world_model"]
+    assert not got["promoted"] and "not used" in got["reason"]
+    # the candidate is measured (and would be promoted) without it: the incumbent had none
+    assert [roles for run, _, roles, _ in scripted.measured if run == "wm2-r1-eval-val"] == [{}]
 
 
 @pytest.mark.slow
