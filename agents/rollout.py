@@ -103,7 +103,7 @@ class RunConfig(BaseModel):
     split: SplitFilter = Field("all", description="train, test (held out) or all")
     limit: int | None = Field(None, ge=1, description="first N tasks of the suite")
     task_seed: int | None = Field(None, description="draw the tasks at random with this seed instead (with limit: N)")
-    graph: str = Field("react", description="registered graph id: react, reflexion, magicore, lookahead, mcts")
+    graph: str = Field("react", description="registered graph id: react, reflexion, magicore, lookahead, mcts, imagine")
     graph_options: dict[str, Any] = Field(
         default_factory=dict, description="the graph's own settings, e.g. rounds (reflexion), simulations (mcts)"
     )

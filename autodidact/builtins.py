@@ -36,6 +36,7 @@ def register_all() -> None:
     register("graph", "mcts", "agents.graphs.mcts:build_mcts_graph")
     register("graph", "magicore", "agents.graphs.magicore:build_magicore_graph")
     register("graph", "lookahead", "agents.graphs.lookahead:build_lookahead_graph")
+    register("graph", "imagine", "agents.graphs.imagine:build_imagine_graph")
 
     register("model", "transformers", "agents.llm.hf_local:TransformersChatModel")
     register("model", "openai", "agents.llm.openai_compat:OpenAIChatModel")

@@ -1,8 +1,9 @@
-"""The magicore and lookahead graphs: several candidates per decision, judged before one is run.
-Control flow with a scripted model on the code and web environments."""
+"""The magicore and lookahead graphs (several candidates per decision, judged before one is run)
+and the imagine graph (episodes against the world model). Control flow with a scripted model on the code and web environments."""
 
 from __future__ import annotations
 
+from agents.graphs.imagine import build_imagine_graph
 from agents.graphs.lookahead import build_lookahead_graph
 from agents.graphs.magicore import build_magicore_graph
 from agents.rollout import RunConfig, run_episode
@@ -108,3 +109,42 @@ async def test_lookahead_on_the_web_runs_the_judged_best_click_each_step() -> No
     assert len(runs) == 2 and all(r.action and r.action.args.get("ref") == "e2" for r in runs)
     assert [s.role for s in t.steps] == (["solver"] * 2 + ["world_model", "judge"] * 2) * 2
     assert "[e" in model.seen[2][-1].content  # the world model saw the real page
+
+
+# -- imagine -------------------------------------------------------------------------------------
+
+
+async def _imagined(script, **cfg):  # type: ignore[no-untyped-def]
+    model = ScriptedModel(script)
+    task = cfg.pop("task", TASK)
+    [traj] = await run_episode(task, RunConfig(graph="imagine", **cfg), model, build_imagine_graph(), "run")
+    return traj, model
+
+
+async def test_imagine_plays_against_the_world_model_and_the_judge_decides() -> None:
+    t, model = await _imagined([GOOD, "Next:\n3 of 3 tests passed.", "Score: 9\nCritique: right"])
+    assert [s.role for s in t.steps] == ["solver", "world_model", "judge"] and t.success and t.reward == 1.0
+    [step] = acted(t)
+    assert step.observation is not None and step.observation.text == "3 of 3 tests passed."
+    assert step.observation.data == {"imagined": True, "judge_score": 0.9} and step.terminated
+    assert "return xs[-1]" in model.seen[1][-1].content  # the world model was shown the action
+    # a code submission ends the episode: judged below `accept`, it failed
+    t, _ = await _imagined([WRONG, "Next:\nAssertionError", "Score: 6\nCritique: unsure"])
+    assert not t.success and t.reward == 0.0 and acted(t)[0].terminated and t.error is None
+    # a world model that does not answer ends the episode with its error
+    t, _ = await _imagined([GOOD, "ERROR"])
+    assert not t.success and t.error is not None and t.error.startswith("world model:")
+
+
+async def test_imagine_on_the_web_goes_on_from_predicted_pages_until_the_judge_is_satisfied() -> None:
+    [task] = [t for t in load_suite("miniwob") if t.payload["name"] == "click-button"]
+    script = ['click("e1")', "Next:\n[e7] button 'Imagined'", "Score: 3", 'click("e7")', "Next:\nDone.", "Score: 8"]
+    t, model = await _imagined(script, env="web", task=task, max_steps=3)
+    assert [s.role for s in t.steps] == ["solver", "world_model", "judge"] * 2 and t.success
+    first, second = acted(t)
+    assert not first.terminated and second.terminated and second.action is not None
+    assert second.action.args.get("ref") == "e7"  # acted on the imagined page
+    assert "[e7] button 'Imagined'" in model.seen[3][-1].content  # the solver was shown the prediction
+    # never satisfied: truncated at max_steps, a failure
+    t, _ = await _imagined(script[:3] * 2, env="web", task=task, max_steps=2)
+    assert not t.success and acted(t)[-1].truncated and len(acted(t)) == 2
