@@ -5,7 +5,11 @@ After WebEvolver's world-model look-ahead, per decision:
 - ``propose``: ``candidates`` solver answers at ``explore_temperature``, duplicates dropped
   (fewer candidates when the model keeps answering the same; one goes straight to ``act``);
 - ``imagine``: for each candidate at once, the world model predicts what the environment
-  will show after it, and the judge scores that predicted state against the task;
+  will show after it, and the judge scores that predicted state against the task. With
+  ``depth`` > 1 the imagined episode goes on: the solver answers the predicted page (greedy,
+  its sampling at temperature 0), the world model predicts again, ``depth`` predictions in all
+  (fewer when an imagined answer does not parse), and the judge scores the last predicted state
+  with the whole imagined chain of actions;
 - ``act``: the environment runs the best-scored candidate (the react graph's node).
 
 Every model call is a step: the candidates (``solver``), the predictions (``world_model``,
@@ -27,10 +31,12 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agents.graphs.react import SolverContext, SolverState, act, distinct, explore, model_failed, propose, reset
+from agents.graphs.react import SolverContext, SolverState, act, acted, distinct, explore, model_failed, propose, reset
+from agents.roles import solver
 from agents.roles.judge import Judge
 from agents.roles.world_model import WorldModel
-from autodidact.types import Step
+from autodidact.errors import ConfigError
+from autodidact.types import Observation, Step
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,11 @@ class LookaheadContext(SolverContext):
     judge: Judge = field(default_factory=Judge)
     candidates: int = 3
     explore_temperature: float = 0.8
+    depth: int = 1  # predictions per candidate: how many steps ahead it is imagined
+
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ConfigError(f"lookahead needs depth >= 1, got {self.depth}")
 
 
 class LookaheadState(SolverState, total=False):
@@ -66,18 +77,42 @@ async def imagine(state: LookaheadState, runtime: Runtime[LookaheadContext]) -> 
     base = len(state["steps"])
     options = [state["steps"][i] for i in state["candidates"]]
 
-    async def look(k: int, candidate: Step) -> tuple[Step, Step, float]:
+    width = 2 * ctx.depth  # steps one candidate's look may take: predictions, imagined answers, the verdict
+    trial = acted(state["steps"][state.get("trial_start", 0) :])
+    greedy = ctx.sampling.model_copy(update={"temperature": 0.0})
+
+    async def look(k: int, candidate: Step) -> tuple[list[Step], float]:
         now = state["observation"].text
-        action = (candidate.completion or "").strip()
-        guess = await ctx.call(ctx.world_model, index=base + 2 * k, observation=now, action=action)
-        predicted = guess.output.observation if guess.output else "(no prediction)"
-        fields = {"task": state["task"].prompt, "observation": now, "action": action, "predicted": predicted}
-        verdict = await ctx.call(ctx.judge, index=base + 2 * k + 1, **fields)
-        return guess.step, verdict.step, verdict.output.score if verdict.output else 0.0
+        index = base + width * k
+        steps: list[Step] = []
+        messages, said, move, actions = state["messages"], [s.completion or "" for s in trial], candidate, []
+        predicted = "(no prediction)"
+        for d in range(ctx.depth):
+            action = (move.completion or "").strip()
+            actions.append(action)
+            guess = await ctx.call(ctx.world_model, index=index + len(steps), observation=now, action=action)
+            steps.append(guess.step)
+            if guess.output is None:
+                break
+            predicted = guess.output.observation
+            if d + 1 == ctx.depth:
+                break
+            said = [*said, move.completion or ""]
+            messages = solver.next_messages(messages, said, Observation(text=predicted), ctx.env.id)
+            [move] = await propose(ctx, messages, index + len(steps), sampling=greedy)
+            steps.append(move)
+            if move.action is None:  # the imagined answer did not parse: judge what was predicted so far
+                break
+            now = predicted
+        chain = "\n".join(f"{i + 1}. {a}" for i, a in enumerate(actions)) if len(actions) > 1 else actions[0]
+        fields = {"task": state["task"].prompt, "observation": state["observation"].text, "action": chain}
+        verdict = await ctx.call(ctx.judge, index=index + len(steps), predicted=predicted, **fields)
+        return [*steps, verdict.step], verdict.output.score if verdict.output else 0.0
 
     looks = await asyncio.gather(*(look(k, c) for k, c in enumerate(options)))
-    best = max(range(len(options)), key=lambda k: looks[k][2])  # ties: the earlier candidate
-    return {"steps": [s for guess, verdict, _ in looks for s in (guess, verdict)], "pending": options[best]}
+    best = max(range(len(options)), key=lambda k: looks[k][1])  # ties: the earlier candidate
+    made = [s for steps, _ in looks for s in steps]  # numbered in order (a look that stopped early leaves no gap)
+    return {"steps": [s.model_copy(update={"index": base + i}) for i, s in enumerate(made)], "pending": options[best]}
 
 
 async def _after_propose(state: LookaheadState) -> str:

@@ -148,3 +148,35 @@ async def test_imagine_on_the_web_goes_on_from_predicted_pages_until_the_judge_i
     # never satisfied: truncated at max_steps, a failure
     t, _ = await _imagined(script[:3] * 2, env="web", task=task, max_steps=2)
     assert not t.success and acted(t)[-1].truncated and len(acted(t)) == 2
+
+
+async def test_lookahead_imagines_several_steps_ahead_with_depth() -> None:
+    [task] = [t for t in load_suite("miniwob") if t.payload["name"] == "click-button"]
+    script = [
+        'click("e1")',
+        'click("e2")',
+        "Next:\n[e5] button 'Next'",  # candidate 1, prediction 1
+        'click("e5")',  # candidate 1, imagined answer
+        "Next:\nstill nothing",  # candidate 1, prediction 2
+        "Score: 2",
+        "Next:\n[e6] button 'Finish'",  # candidate 2
+        'click("e6")',
+        "Next:\nDone, task solved.",
+        "Score: 9",
+    ]
+    t, model = await _episode(
+        "lookahead", script, env="web", task=task, max_steps=1, graph_options={"candidates": 2, "depth": 2}
+    )
+    roles = [s.role for s in t.steps]
+    assert roles == ["solver"] * 2 + ["world_model", "solver", "world_model", "judge"] * 2
+    assert [s.index for s in t.steps] == list(range(len(t.steps)))
+    [ran] = acted(t)
+    assert (
+        ran.action is not None and ran.action.args.get("ref") == "e2"
+    )  # the candidate whose imagined future was judged best
+    imagined = t.steps[3]
+    assert imagined.observation is None and imagined.action is not None  # imagined, never run
+    assert "[e5] button 'Next'" in model.seen[3][-1].content  # the solver answered the predicted page
+    assert model.samplings[3].temperature == 0.0
+    judge_prompt = model.seen[5][-1].content
+    assert "still nothing" in judge_prompt and 'click("e5")' in judge_prompt  # the last prediction, the chain
