@@ -210,6 +210,12 @@ class EvolveConfig(BaseModel):
     )
     bstar: BStarConfig = BStarConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
+    trees: dict[str, Any] | None = Field(
+        None,
+        description="Agent-R's search trees: RunConfig fields of a second collection each round with the mcts "
+        "graph on the same tasks (e.g. {graph_options: {simulations: 8}}), whose trees the sft stage learns "
+        "from too (revision pairs along a tree, its successes); None: pairs come from the collection's samples",
+    )
 
     @field_validator("collect", "evaluate", mode="before")
     @classmethod
@@ -612,6 +618,11 @@ class Evolution:
             collect["samples_per_task"] = chosen["samples_per_task"]
         self.stage(f"r{k}/collect", lambda: self.rollout(collect_id, collect, model, roles, k))
         runs = [collect_id]
+        if c.trees is not None and "revision" in c.methods:
+            trees_id = f"{self.name}-r{k}-trees"
+            searched = {**collect, "samples_per_task": 1, "graph": "mcts", **c.trees}
+            self.stage(f"r{k}/trees", lambda: self.rollout(trees_id, searched, model, roles, k))
+            runs.append(trees_id)
         if c.curriculum.enabled:
             from training.curriculum import evolve_curriculum
 

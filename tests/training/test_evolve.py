@@ -189,6 +189,27 @@ def test_a_significant_gain_is_promoted_and_said_so(_isolated_home: Path) -> Non
     )
 
 
+def test_search_trees_are_collected_for_revision_data_when_asked(_isolated_home: Path) -> None:
+    cfg = EvolveConfig(name="t", rounds=1, methods=["sft", "revision"], trees={"graph_options": {"simulations": 4}})
+    evo = Evolution(cfg, store=None, log=lambda _: None)
+    fake = Scripted(evo, {})
+    runs: list[Any] = []
+    train = fake.train
+    evo.train = lambda method, name, **f: runs.append(f["run"]) or train(method, name, **f)  # type: ignore[method-assign]
+    evo.report = lambda: Path()  # type: ignore[method-assign]  # no plots: not what this test checks
+    evo.run()
+    trees = fake.stages["t-r1-trees"]
+    assert trees["graph"] == "mcts" and trees["samples_per_task"] == 1 and trees["graph_options"] == {"simulations": 4}
+    assert trees["task_seed"] == fake.stages["t-r1-collect"]["task_seed"] == 1  # the same tasks as the collection
+    assert runs == [["t-r1-collect", "t-r1-trees"]]  # the sft stage learns from both
+    # without revision among the methods, no trees are searched
+    plain = Evolution(cfg.model_copy(update={"name": "u", "methods": ["sft"]}), store=None, log=lambda _: None)
+    fake2 = Scripted(plain, {})
+    plain.report = lambda: Path()  # type: ignore[method-assign]
+    plain.run()
+    assert "u-r1-trees" not in fake2.stages
+
+
 def test_retraining_from_the_base_uses_every_rounds_data(_isolated_home: Path) -> None:
     evo = Evolution(
         EvolveConfig(name="b", rounds=3, methods=["sft"], train_from="base"), store=None, log=lambda _: None
