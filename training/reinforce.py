@@ -87,13 +87,28 @@ def collate(pad_id: int) -> Any:
     return fn
 
 
-class ReinforceTrainer(Trainer):
-    """``Trainer`` whose loss is :func:`reinforce_loss` on rows with ``advantage``, ``beta`` and
-    the starting policy's per-token ``ref_logp`` beside the tokens; logs under ``prefix/``."""
+class StatsTrainer(Trainer):
+    """A ``Trainer`` whose ``compute_loss`` measures more than the loss: what it passes to
+    :meth:`keep` on a training step is logged beside the loss, under ``prefix/``."""
 
     def __init__(self, *args: Any, prefix: str = "rl", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prefix = prefix
+        self._stats: dict[str, float] = {}
+
+    def keep(self, model: Any, stats: dict[str, float]) -> None:
+        if model.training:
+            self._stats = stats
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self._stats and "loss" in logs:
+            logs.update({f"{self.prefix}/{k}": round(v, 4) for k, v in self._stats.items()})
+        super().log(logs, *args, **kwargs)
+
+
+class ReinforceTrainer(StatsTrainer):
+    """``Trainer`` whose loss is :func:`reinforce_loss` on rows with ``advantage``, ``beta`` and
+    the starting policy's per-token ``ref_logp`` beside the tokens."""
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -103,15 +118,8 @@ class ReinforceTrainer(Trainer):
         mask = inputs["completion_mask"][:, 1:]
         ref = inputs["ref_logp"][:, : logp.shape[1]]
         loss, stats = reinforce_loss(logp, ref, mask, inputs["advantage"], inputs["beta"])
-        if model.training:
-            self._stats = stats
+        self.keep(model, stats)
         return (loss, out) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        stats = getattr(self, "_stats", None)
-        if stats and "loss" in logs:
-            logs.update({f"{self.prefix}/{k}": round(v, 4) for k, v in stats.items()})
-        super().log(logs, *args, **kwargs)
 
 
 def reference_logps(model: Any, tokenized: Sequence[dict[str, list[int]]]) -> list[list[float]]:

@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from autodidact.errors import ConfigError, ModelLoadError, NothingToTrainError
 from autodidact.types import Message, Trajectory
@@ -102,6 +102,7 @@ from training.policy import (
     token_logps,
     trainer_dir,
 )
+from training.reinforce import StatsTrainer
 
 if TYPE_CHECKING:
     from memory.base import TrajectoryStore
@@ -512,13 +513,13 @@ def _with_rewards(episode: list[_Turn], outcome: float, gamma: float) -> list[_T
     ]
 
 
-class ActorTrainer(Trainer):
+class ActorTrainer(StatsTrainer):
     """``Trainer`` whose loss is :func:`actor_loss` (or, with ``actor="reference"``,
     :func:`reference_actor_loss`) on rows with ``advantage``, ``ref_logp`` and ``n_tokens``
     beside the tokens."""
 
     def __init__(self, *args: Any, actor: str = "paper", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, prefix="actor", **kwargs)
         self.loss_fn = reference_actor_loss if actor == "reference" else actor_loss
 
     def compute_loss(
@@ -527,15 +528,8 @@ class ActorTrainer(Trainer):
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         logp = completion_logp(out.logits.float(), inputs["input_ids"], inputs["completion_mask"])
         loss, stats = self.loss_fn(logp, inputs["ref_logp"], inputs["n_tokens"], inputs["advantage"])
-        if model.training:
-            self._stats = stats
+        self.keep(model, stats)
         return (loss, out) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        stats = getattr(self, "_stats", None)
-        if stats and "loss" in logs:
-            logs.update({f"actor/{k}": round(v, 4) for k, v in stats.items()})
-        super().log(logs, *args, **kwargs)
 
 
 def collate(pad_id: int) -> Any:
