@@ -35,7 +35,8 @@ binarised (+1 when >= 0, else -0.6), only turns with a positive one are trained,
 is a smooth-L1 between ``beta`` times the *per-token* log ratio and the advantage, divided by
 ``beta``. Turns with a negative advantage (unparseable ones included) are left out of its data
 rather than masked in the batch, which differs from the reference code only in how the mean's
-denominator scales the step.
+denominator scales the step; and the log ratio is divided by the action's own token count, where
+the code divides by the masked tokens of its whole batch (the same for a batch of one).
 
 Where this follows the paper and where WebRL's reference code differs:
     - The actor objective ``(beta * log ratio - A)^2`` over every action is the paper's
