@@ -260,10 +260,3 @@ def loaded(name: str) -> ProcessRewardModel:
         if name not in _LOADED:
             _LOADED[name] = ProcessRewardModel.load(name)
         return _LOADED[name]
-
-
-def path_values(prm: ProcessRewardModel, paths: Sequence[Sequence[Any]], answers: str = "parsed") -> list[list[float]]:
-    """Each path's steps (``Step`` records) scored by ``prm``."""
-    flat = [([m.model_dump() for m in s.messages], answer_text(s, answers)) for p in paths for s in p]
-    scores = iter(prm.values(flat))
-    return [[next(scores) for _ in p] for p in paths]
