@@ -53,20 +53,20 @@ def leave_one_out(values: Sequence[float], groups: Sequence[str]) -> list[float]
 def reinforce_loss(
     logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, advantage: torch.Tensor, beta: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean over turns of ``-A * sum(logp) + beta * mean((logp - ref_logp)^2 / 2)`` over each
-    turn's answer tokens (the k2 estimate of KL to the starting policy); ``logp``, ``ref_logp``
-    and ``mask`` are ``[turns, tokens]``.
+    """Mean over turns of ``-A * sum(logp) + beta * sum((logp - ref_logp)^2 / 2)``, both sums
+    over the turn's answer tokens: the k2 estimate of the answer's KL to the starting policy,
+    a sequence-level KL on the same scale as the policy term (a per-token mean would weaken it
+    by the answer's length); ``logp``, ``ref_logp`` and ``mask`` are ``[turns, tokens]``.
 
     Example:
         >>> loss, _ = reinforce_loss(torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.0, -1.0]]),
         ...                          torch.tensor([[1.0, 1.0]]), torch.tensor([0.5]), torch.tensor([2.0]))
-        >>> round(float(loss), 4)  # -0.5 * -3 + 2 * (0 + 0.5) / 2
-        2.0
+        >>> round(float(loss), 4)  # -0.5 * -3 + 2 * (0 + 0.5)
+        2.5
     """
     mask = mask.to(logp.dtype)
-    n = mask.sum(-1).clamp_min(1)
     pg = -advantage * (logp * mask).sum(-1)
-    kl = ((logp - ref_logp) ** 2 / 2 * mask).sum(-1) / n
+    kl = ((logp - ref_logp) ** 2 / 2 * mask).sum(-1)
     loss = (pg + beta * kl).mean()
     return loss, {
         "pg": float(pg.detach().mean()),

@@ -24,8 +24,9 @@ Algorithm (:func:`prepare_score`):
        same turn's returns of the task's other episodes (RLOO); a task with one episode gets no
        signal from it.
     4. **Loss** (:func:`training.reinforce.reinforce_loss`), per trained turn: ``-A * log pi(y | prompt)`` (the sum over
-       the answer's tokens) plus ``beta * mean over tokens of (log pi - log pi_ref)^2 / 2`` (the
-       k2 estimate of KL to the starting policy, whose per-token log-probs are read once before
+       the answer's tokens) plus ``beta * sum over tokens of (log pi - log pi_ref)^2 / 2`` (the
+       k2 estimate of the answer's KL to the starting policy, on the policy term's scale; the
+       starting policy's per-token log-probs are read once before
        training), ``beta = kl_first`` on stage I's first turns, else ``kl``.
 
 Run it:

@@ -52,13 +52,13 @@ def test_reinforce_loss_against_a_hand_computed_case_and_its_gradients() -> None
     adv = torch.tensor([2.0, -1.0])
     beta = torch.tensor([1.0, 0.5])
     loss, stats = reinforce_loss(logp, ref, mask, adv, beta)
-    # turn 0: -2 * (-3) + 1 * ((0.5^2 + 1^2) / 2) / 2 = 6.3125; turn 1: -(-1) * (-0.5) + 0 = -0.5
-    assert float(loss.detach()) == pytest.approx((6.3125 - 0.5) / 2)
-    assert stats["pg"] == pytest.approx((6.0 - 0.5) / 2) and stats["kl"] == pytest.approx(0.3125 / 2)
+    # turn 0: -2 * (-3) + 1 * (0.5^2 + 1^2) / 2 = 6.625; turn 1: -(-1) * (-0.5) + 0 = -0.5
+    assert float(loss.detach()) == pytest.approx((6.625 - 0.5) / 2)
+    assert stats["pg"] == pytest.approx((6.0 - 0.5) / 2) and stats["kl"] == pytest.approx(0.625 / 2)
     loss.backward()
     assert logp.grad is not None
-    # d/dlogp: (-A + beta * (logp - ref) / n) / turns on answer tokens, 0 elsewhere
-    expected = torch.tensor([[(-2.0 + 0.5 / 2) / 2, (-2.0 - 1.0 / 2) / 2, 0.0], [(1.0 + 0.0) / 2, 0.0, 0.0]])
+    # d/dlogp: (-A + beta * (logp - ref)) / turns on answer tokens, 0 elsewhere
+    expected = torch.tensor([[(-2.0 + 0.5) / 2, (-2.0 - 1.0) / 2, 0.0], [(1.0 + 0.0) / 2, 0.0, 0.0]])
     assert torch.allclose(logp.grad, expected)
 
 
