@@ -133,11 +133,13 @@ def prepare_spare(allow: list[str]) -> None:
 
 
 async def _guarded(allow: tuple[str, ...]) -> tuple[Any, Any]:
+    from environments.web.observe import RECORD_LISTENERS
     from environments.web.safety import guard_context
 
     b = await browser()
     context = await b.new_context(viewport=VIEWPORT, accept_downloads=False, service_workers="block")
     await guard_context(context, allow=list(allow))  # before anything is loaded in it
+    await context.add_init_script(RECORD_LISTENERS)
     return context, await context.new_page()
 
 

@@ -44,12 +44,11 @@ from autodidact.types import Action, Observation, Task
 from environments.base import StepResult
 from environments.web import browser as browsers
 from environments.web.actions import REF, SIGNATURES, ActionError, check_action, parse_action
-from environments.web.observe import Rendered, elements, render
+from environments.web.observe import MARK_CLICKABLE, Rendered, elements, render
 from environments.web.safety import check_url
 
 ACTION_TIMEOUT_MS = 3000
 SNAPSHOT_TRIES = 5  # reads of a page that keeps navigating before its observation is taken as it is
-_DOCUMENT = "[performance.timeOrigin, document.readyState, location.href, document.title]"
 
 
 class WebEnvironment:
@@ -271,7 +270,7 @@ class WebEnvironment:
         page = self._page
         before = await self._document()
         for _ in range(SNAPSHOT_TRIES):
-            snap = await self._backend.root(page).aria_snapshot(mode="ai")
+            snap = await page.locator("body").aria_snapshot(mode="ai")
             after = await self._document()
             if after is None or before is None or after[:2] == before[:2]:
                 break
@@ -284,12 +283,13 @@ class WebEnvironment:
         """(time origin, URL, title) of the current document once parsed, or None if unreadable.
 
         The time origin is unique to each navigation: two reads of one document give the same pair
-        of origin and URL.
+        of origin and URL. The same call marks the page's clickable inline elements for the
+        snapshot (:data:`~environments.web.observe.MARK_CLICKABLE`).
         """
         page = self._page
         for _ in range(SNAPSHOT_TRIES):
             try:
-                doc = await page.evaluate(_DOCUMENT)
+                doc = await page.evaluate(MARK_CLICKABLE)
                 if doc[1] != "loading":
                     return float(doc[0]), str(doc[2]), str(doc[3])
             except Exception:  # the document was replaced during the call
@@ -309,16 +309,13 @@ def _playwright_error(e: Exception) -> str:
 
 
 class _Backend:
-    """What differs between MiniWoB and bundled sites: origin, start, root element, judge."""
+    """What differs between MiniWoB and bundled sites: origin, start, judge."""
 
     def origin(self) -> str:
         raise NotImplementedError
 
     async def start(self, context: Any, page: Any, task: Task, seed: int | None) -> str:
         raise NotImplementedError
-
-    def root(self, page: Any) -> Any:
-        return page.locator("body")
 
     async def judge(
         self, page: Any, task: Task, answer: str | None, stopped: bool

@@ -7,7 +7,9 @@ core.EPISODE_MAX_TIME = ms; core.startEpisodeReal()``, waits for ``WOB_TASK_READ
 reads the goal from ``core.getUtterance()``. After every action the page's own score is
 read: ``WOB_DONE_GLOBAL`` ends the episode, the reward is ``WOB_RAW_REWARD_GLOBAL``
 (−1..1; success when > 0; the time-discounted ``WOB_REWARD_GLOBAL`` is in ``info``).
-Observations show the task area (``#wrap``: the goal and the widgets), not the score panel.
+Observations show the whole page an episode can act on — the goal, the task area and what
+its widgets attach to ``<body>`` (dialogs, date pickers, autocomplete menus) — but not the
+score panel and click canvas MiniWoB++ adds for people, which are hidden when the episode starts.
 
 Example:
     >>> tasks = miniwob_suite()  # doctest: +SKIP
@@ -97,6 +99,10 @@ _START = """async ([seed, ms, limit]) => {
   };
   await until(() => window.core && core.cover_div, "start screen");
   Math.seedrandom(seed); core.EPISODE_MAX_TIME = ms; core.startEpisodeReal();
+  for (const id of ["reward-display", "click-canvas"]) {  // the score panel: for people, not the agent
+    const e = document.getElementById(id);
+    if (e) e.style.display = "none";
+  }
   await until(() => window.WOB_TASK_READY === true, "WOB_TASK_READY");
   const u = core.getUtterance();
   return typeof u === 'string' ? u : JSON.stringify(u);
@@ -126,9 +132,6 @@ class MiniWoBBackend:
             seed = int(task.payload.get("seed", 0))
         await page.goto(f"{self._origin}/miniwob/{name}.html")
         return str(await page.evaluate(_START, [seed, self.episode_ms, 10_000]))
-
-    def root(self, page: Any) -> Any:
-        return page.locator("#wrap")
 
     async def judge(
         self, page: Any, task: Task, answer: str | None, stopped: bool

@@ -15,6 +15,15 @@ left out (their children move up a level); state is shown as words (``checked``,
 fields. The text is cut at a line boundary to ``budget`` characters with a marker saying
 how much was left out.
 
+What a person can click is shown as such: an element whose pointer cursor its parent does
+not have (Playwright marks it ``[cursor=pointer]``) is ``clickable``, with its ref — a word
+or a card made clickable by a script, not only links and buttons. The snapshot folds inline
+elements into their parent's text, so before each snapshot :data:`MARK_CLICKABLE` makes the
+page's clickable inline elements ``inline-block`` (so they get a node and a ref), gives those
+clickable only by a handler a pointer cursor, and names an icon (no text, no name) by its
+class; :data:`RECORD_LISTENERS` (an init script, run before the page's own) notes which
+elements get click handlers. These are the only changes the environment makes to a page.
+
 Example:
     >>> render('- generic [ref=e1]:\\n  - button "OK" [ref=e2]').text
     '[e2] button "OK"'
@@ -53,6 +62,44 @@ INTERACTIVE = frozenset(
     ]
 )
 STATES = ("checked", "disabled", "selected", "expanded", "pressed")
+TEXT_ROLES = ("generic", "paragraph", "strong", "emphasis", "listitem", "cell", "LabelText")
+
+# Run in every page before its own scripts: elements given a click-like listener are noted.
+RECORD_LISTENERS = """(() => {
+  const clicked = new WeakSet();
+  const kinds = new Set(["click", "dblclick", "mousedown", "mouseup", "pointerdown", "pointerup"]);
+  const add = EventTarget.prototype.addEventListener;
+  EventTarget.prototype.addEventListener = function (type, ...rest) {
+    if (kinds.has(type) && this instanceof HTMLElement) clicked.add(this);
+    return add.call(this, type, ...rest);
+  };
+  Object.defineProperty(window, "__autodidactClicked", { value: clicked });
+})()"""
+
+# Before a snapshot, on each clickable element — one whose pointer cursor its parent does not
+# have, or a leaf given a click handler: an inline one becomes inline-block (the snapshot folds
+# inline elements into their parent's text; a block gets a node and a ref), a handler-only one
+# gets the pointer cursor that marks it, and one with no text and no name (an icon) is named by
+# its class. Then (time origin, ready state, URL, title) of the document.
+MARK_CLICKABLE = """() => {
+  const clicked = window.__autodidactClicked;
+  const skip = /^(HTML|BODY|A|BUTTON|INPUT|SELECT|TEXTAREA|OPTION|LABEL|SUMMARY|BR|WBR|IMG)$/;
+  for (const el of document.body ? document.body.getElementsByTagName("*") : []) {
+    if (skip.test(el.tagName) || !(el instanceof HTMLElement) || el.hasAttribute("role")) continue;
+    const style = getComputedStyle(el);
+    const up = el.parentElement ? getComputedStyle(el.parentElement).cursor : "";
+    const pointer = style.cursor === "pointer" && up !== "pointer";
+    const handled = style.cursor !== "pointer" && el.childElementCount === 0 &&
+      (typeof el.onclick === "function" || typeof el.onmousedown === "function" || (clicked && clicked.has(el)));
+    if (!pointer && !handled) continue;
+    if (style.display === "inline") el.style.display = "inline-block";
+    if (handled) el.style.cursor = "pointer";
+    const named = el.textContent.trim() || el.title || el.hasAttribute("aria-label") || el.hasAttribute("aria-labelledby");
+    if (!named && typeof el.className === "string" && el.className.trim())
+      el.setAttribute("aria-label", el.className.trim().replace(/[-_\\s]+/g, " "));
+  }
+  return [performance.timeOrigin, document.readyState, location.href, document.title];
+}"""
 _LINE = re.compile(r"^( *)- (.*)$")
 _NODE = re.compile(r'^([A-Za-z]+)(?: ("(?:[^"\\]|\\.)*"))?((?: \[[^\]]*\])*)(?:(:)(?: (.*))?)?$')
 _ATTR = re.compile(r"\[([^\]=]+)(?:=([^\]]*))?\]")
@@ -79,6 +126,21 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _unquote_key(body: str) -> str:
+    """A node line whose key the YAML quoted (``'link "Tab #1" [ref=e6]':``) as if it had not been."""
+    if not body.startswith("'"):
+        return body
+    i = 1
+    while i < len(body):
+        if body[i] == "'":
+            if body[i + 1 : i + 2] == "'":  # '' is an escaped quote
+                i += 2
+                continue
+            return body[1:i].replace("''", "'") + body[i + 1 :]
+        i += 1
+    return body  # unterminated: left as it is
+
+
 @dataclass
 class _Node:
     depth: int
@@ -97,7 +159,7 @@ def render(snapshot: str, budget: int | None = None) -> Rendered:
         m = _LINE.match(raw)
         if not m:
             continue
-        depth, body = len(m.group(1)) // 2, m.group(2)
+        depth, body = len(m.group(1)) // 2, _unquote_key(m.group(2))
         if body.startswith("/"):  # a property of the element above: /url, /placeholder
             key, _, val = body[1:].partition(":")
             if nodes:
@@ -149,11 +211,14 @@ def _line(node: _Node) -> str | None:
     if node.role == "text":
         return node.value or None
     interactive = node.role in INTERACTIVE
-    if not interactive and not node.name and not node.value:
-        return None  # a bare container: its children move up
-    if node.role in ("generic", "paragraph", "strong", "emphasis", "listitem", "cell", "LabelText"):
+    clickable = not interactive and node.attrs.get("cursor") == "pointer"
+    if node.role in TEXT_ROLES and clickable:
         text = node.name or node.value
-        return f"{text}" if not interactive else None
+        return f"clickable {json.dumps(text, ensure_ascii=False)}" if text else "clickable"
+    if not interactive and not node.name and not node.value and node.role not in ("dialog", "alertdialog"):
+        return None  # a bare container: its children move up (a dialog stays: goals name it)
+    if node.role in TEXT_ROLES:
+        return node.name or node.value
     parts = [node.role]
     if node.name:
         parts.append(json.dumps(node.name, ensure_ascii=False))
@@ -166,6 +231,8 @@ def _line(node: _Node) -> str | None:
         parts.append(json.dumps(node.value, ensure_ascii=False) if node.name else node.value)
     if "placeholder" in node.props and not node.value:
         parts.append(f"placeholder={json.dumps(node.props['placeholder'], ensure_ascii=False)}")
+    if clickable:
+        parts.append("clickable")
     return " ".join(parts)
 
 

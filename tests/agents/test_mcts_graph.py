@@ -181,13 +181,13 @@ async def test_an_interrupted_search_resumes_from_its_checkpoint(tmp_path: Any) 
 async def test_a_small_web_search_replays_clicks_and_stores_the_tree() -> None:
     # Root → click a text (A), click "next" (B: wrong, ends the task). A → click "okay" (solved), stop.
     [task] = [t for t in load_suite("miniwob") if t.payload["name"] == "click-button"]
-    script = ['click("e4")', 'click("e8")', 'click("e5")', "stop()"]
+    script = ['click("e5")', 'click("e9")', 'click("e6")', "stop()"]
     trajs, model = await _episode(script, env="web", task=task, max_steps=2, branching=2)
     assert len(model.seen) == 4 and len(trajs) == 3  # the tree is finished after three simulations
     solved, stopped, wrong_button = trajs
-    assert _answers(solved.steps) == ['click("e4")', 'click("e5")'] and solved.success and solved.reward == 1.0
-    assert _answers(stopped.steps) == ['click("e4")', "stop()"] and stopped.reward == 0.0  # after a replay
-    assert _answers(wrong_button.steps) == ['click("e8")'] and wrong_button.reward == -1.0
+    assert _answers(solved.steps) == ['click("e5")', 'click("e6")'] and solved.success and solved.reward == 1.0
+    assert _answers(stopped.steps) == ['click("e5")', "stop()"] and stopped.reward == 0.0  # after a replay
+    assert _answers(wrong_button.steps) == ['click("e9")'] and wrong_button.reward == -1.0
     assert (stopped.parent_id, stopped.branch_step) == (solved.id, 1)
     assert (wrong_button.parent_id, wrong_button.branch_step) == (solved.id, 0)
 
