@@ -15,6 +15,7 @@ def register_all() -> None:
     register("suite", "humaneval_plus", "environments.code.evalplus:humaneval_plus_suite")
     register("suite", "mbpp_plus", "environments.code.evalplus:mbpp_plus_suite")
     register("suite", "miniwob", "environments.web.miniwob:miniwob_suite")
+    register("suite", "miniwob-seeds", "environments.web.miniwob:miniwob_seed_suite")
     register("suite", "shop", "environments.web.sites.shop:shop_suite")
     register("suite", "forum", "environments.web.sites.forum:forum_suite")
 

@@ -1,5 +1,10 @@
 """MiniWoB++ (130 tasks) from the ``miniwob`` wheel, served on 127.0.0.1 and scored by its pages.
 
+Two suites: ``miniwob``, one task per page, split by task (a held-out task is a page never
+trained on; the goal from the task's ``seed``, 0 unless given), and ``miniwob-seeds``, the
+seed split: every page with seeds 0–9, seeds 0–5 ``train``, 6–7 ``val``, 8–9 ``test``
+(held-out goals of the pages trained on).
+
 The wheel (``pip install --no-deps miniwob==1.1.0``; only its ``html/`` is used, MIT) is
 served read-only by a threaded static server on loopback (``flight.*`` tasks need http).
 An episode loads ``/miniwob/<task>.html`` in its own context, runs ``Math.seedrandom(seed);
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autodidact.errors import TaskDataError
-from autodidact.types import Task
+from autodidact.types import Split, Task
 from environments.tasks import stable_split
 from environments.web.loopback import LoopbackServer, serve
 
@@ -59,6 +64,26 @@ def miniwob_suite() -> list[Task]:
             payload={"kind": "miniwob", "name": name},
         )
         for name in task_names()
+    ]
+
+
+SEED_SPLIT: tuple[Split, ...] = ("train",) * 6 + ("val",) * 2 + ("test",) * 2  # by seed 0..9
+
+
+def miniwob_seed_suite() -> list[Task]:
+    """The seed split (how MiniWoB++ is used to measure learning): every task with seeds
+    0–9, seeds 0–5 ``train``, 6–7 ``val``, 8–9 ``test`` — held-out episodes of the task
+    families trained on. The page draws the goal from the seed, so the instances differ."""
+    return [
+        Task(
+            id=f"miniwob-seeds/{name}/{seed}",
+            suite="miniwob-seeds",
+            prompt=f"MiniWoB++ task {name}: the goal is shown on the page when the episode starts.",
+            split=split,
+            payload={"kind": "miniwob", "name": name, "seed": seed},
+        )
+        for name in task_names()
+        for seed, split in enumerate(SEED_SPLIT)
     ]
 
 

@@ -331,6 +331,25 @@ def test_miniwob_suite_has_all_130_tasks() -> None:
     assert {t.split for t in tasks} == {"train", "test"}
 
 
+async def test_the_seed_split_holds_out_seeds_of_every_trained_page() -> None:
+    tasks = load_suite("miniwob-seeds")
+    assert len(tasks) == 1300 and len({t.id for t in tasks}) == 1300
+    by_page: dict[str, dict[str, set[int]]] = {}
+    for t in tasks:
+        by_page.setdefault(t.payload["name"], {}).setdefault(t.split, set()).add(t.payload["seed"])
+    assert len(by_page) == 130
+    for splits in by_page.values():  # every page in every split, on seeds of its own
+        assert splits == {"train": {0, 1, 2, 3, 4, 5}, "val": {6, 7}, "test": {8, 9}}
+    test = [t for t in load_suite("miniwob-seeds", split="test") if t.payload["name"] == "enter-text"]
+    [plain] = [t for t in load_suite("miniwob") if t.payload["name"] == "enter-text"]
+    env = WebEnvironment()
+    try:  # an instance's goal is its seed's: the same as the plain task reset with that seed
+        goals = [(await env.reset(t)).data["goal"] for t in test]
+        assert goals == [(await env.reset(plain, seed=s)).data["goal"] for s in (8, 9)] and goals[0] != goals[1]
+    finally:
+        await env.close()
+
+
 async def test_every_miniwob_task_resets_with_a_goal() -> None:
     queue = list(load_suite("miniwob"))
     goals: dict[str, str] = {}
