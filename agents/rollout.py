@@ -55,6 +55,7 @@ from skills.use import SkillEnvironment, learn, skills_prompt, skills_used
 
 log = logging.getLogger(__name__)
 WEB_MAX_STEPS = 15
+WEB_SUITES = {"web": "miniwob", "browsergym": "browsergym-miniwob"}  # web environments and their default suites
 WEB_SAMPLING = SamplingParams(temperature=0.0, max_tokens=64, stop=("\n\n",))
 
 
@@ -147,8 +148,8 @@ class RunConfig(BaseModel):
             return data
         data = dict(data)
         defaults = DEFAULT_SAMPLING
-        if data.get("env") == "web":
-            data.setdefault("suite", "miniwob")
+        if data.get("env") in WEB_SUITES:
+            data.setdefault("suite", WEB_SUITES[data["env"]])
             data.setdefault("max_steps", WEB_MAX_STEPS)
             defaults = WEB_SAMPLING
         given = data.get("sampling") or {}

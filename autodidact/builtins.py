@@ -9,12 +9,14 @@ def register_all() -> None:
     """Register every built-in environment, suite, graph, model backend, store, sandbox, trainer and policy."""
     register("environment", "code", "environments.code.env:CodeEnvironment")
     register("environment", "web", "environments.web.env:WebEnvironment")
+    register("environment", "browsergym", "environments.web.browsergym:BrowserGymEnvironment")
 
     register("suite", "bundled", "environments.tasks:bundled_suite")
     register("suite", "humaneval", "environments.tasks:humaneval_suite")
     register("suite", "humaneval_plus", "environments.code.evalplus:humaneval_plus_suite")
     register("suite", "mbpp_plus", "environments.code.evalplus:mbpp_plus_suite")
     register("suite", "miniwob", "environments.web.miniwob:miniwob_suite")
+    register("suite", "browsergym-miniwob", "environments.web.browsergym:browsergym_suite", benchmark="miniwob")
     register("suite", "miniwob-seeds", "environments.web.miniwob:miniwob_seed_suite")
     register("suite", "shop", "environments.web.sites.shop:shop_suite")
     register("suite", "forum", "environments.web.sites.forum:forum_suite")

@@ -54,4 +54,5 @@ class BrowserUnavailableError(AutodidactError, RuntimeError):
 
 
 class EnvironmentUnavailableError(AutodidactError, RuntimeError):
-    """A server an environment runs on (a bundled site's, MiniWoB++'s) stopped during an episode."""
+    """What an environment runs on is missing or failed: a server (a bundled site's, MiniWoB++'s)
+    stopped during an episode, or a package it drives (BrowserGym) is not installed or failed."""

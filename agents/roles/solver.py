@@ -9,6 +9,8 @@ There is one prompt per environment, kept as a file (``prompts/solver_<env>.txt`
   an answer that does not parse is passed on as text, and the environment shows the error.
   Each turn sees the goal, its own previous actions and the current page only (pages are
   long; a small model's context is not).
+- ``browsergym``: as ``web``, with BrowserGym's action calls (``click("13")``), read by
+  :func:`environments.web.browsergym.parse_action`.
 
 When nothing usable is found :class:`ParsedAction` carries the reason, which the trajectory
 records.
@@ -31,6 +33,7 @@ from autodidact.types import Action, Message, Observation
 ROLE = "solver"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHONISH = re.compile(r"^\s*(def |class |import |from |async def |@)", re.MULTILINE)
+PAGE_ENVS = ("web", "browsergym")  # environments whose turns show the latest page, not the whole conversation
 
 
 @cache
@@ -43,7 +46,7 @@ def _template(env_id: str) -> tuple[str, list[Message]]:
 
 
 def system_prompt(env_id: str = "code") -> str:
-    """The solver's system prompt for an environment (``code`` or ``web``)."""
+    """The solver's system prompt for an environment (``code``, ``web`` or ``browsergym``)."""
     return _template(env_id)[0]
 
 
@@ -71,7 +74,7 @@ def with_memory(messages: list[Message], lessons: Sequence[str] = (), skills: st
 
 
 def _ask(observation: Observation, env_id: str) -> str:
-    return f"{observation.text}\n\nYour action:" if env_id == "web" else observation.text
+    return f"{observation.text}\n\nYour action:" if env_id in PAGE_ENVS else observation.text
 
 
 def next_messages(
@@ -79,7 +82,7 @@ def next_messages(
 ) -> list[Message]:
     """The conversation for the next turn: ``completions`` are the episode's answers so far,
     the last of which led to ``observation``."""
-    if env_id == "web":  # the page changes, so the conversation is rebuilt: the latest page, the actions so far
+    if env_id in PAGE_ENVS:  # the page changes, so the conversation is rebuilt: the latest page, the actions so far
         history = "\n".join(f"{i}. {c.strip()}" for i, c in enumerate(completions, 1))
         prompt = f"{observation.text}\n\nYour previous actions:\n{history}\n\nYour action:"
         return [*messages[:-1], Message(role="user", content=prompt)]
@@ -110,6 +113,15 @@ def parse_action(text: str, env_id: str = "code") -> ParsedAction:
             return ParsedAction(parse_web(text))
         except ActionError as e:
             return ParsedAction(Action(kind="text", text=text), error=str(e))
+    if env_id == "browsergym":
+        from environments.web.actions import ActionError
+        from environments.web.browsergym import parse_action as parse_browsergym
+
+        try:  # any BrowserGym action: the environment holds the agent to its own action set
+            call = parse_browsergym(text, allowed=None)
+        except ActionError as e:
+            return ParsedAction(Action(kind="text", text=text), error=str(e))
+        return ParsedAction(Action(kind=call.partition("(")[0], text=call))
     return parse_code_action(text)
 
 
