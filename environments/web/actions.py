@@ -5,9 +5,9 @@ Typed actions are :class:`~autodidact.types.Action` records whose ``kind`` is on
 
     click(ref)                      type(ref, text, submit=False)
     select(ref, option)             check(ref, checked=True)
-    press(key)                      scroll(direction)            # up or down
-    goto(url)                       back()
-    answer(text)                    stop()
+    press(key)                      scroll(direction, ref=None)  # up or down: the page, or the element ref
+    drag(ref, target_ref)           goto(url)                    # drag: drop ref onto target_ref
+    back()                          answer(text)                 stop()
 
 :func:`parse_action` reads the last such call in a model's answer (inside a code fence or
 not): ``click(e12)``, ``type(e7, "blue shirt", submit=True)``, ``click [e12]`` also works.
@@ -36,8 +36,9 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "type": (("ref", "text"), {"submit": False}),
     "select": (("ref", "option"), {}),
     "check": (("ref",), {"checked": True}),
+    "drag": (("ref", "target_ref"), {}),
     "press": (("key",), {}),
-    "scroll": (("direction",), {}),
+    "scroll": (("direction",), {"ref": None}),
     "goto": (("url",), {}),
     "back": ((), {}),
     "answer": (("text",), {}),
@@ -80,7 +81,8 @@ def make_action(kind: str, *args: Any, **kwargs: Any) -> Action:
     if missing:
         raise ActionError(f"{kind} needs {', '.join(missing)}: {kind}({', '.join(params)})")
     for k, default in opt.items():
-        values.setdefault(k, default)
+        if default is not None:  # an optional ref (scroll's) is left out, not stored as None
+            values.setdefault(k, default)
     return check_action(Action(kind=kind, args=values))
 
 
@@ -93,8 +95,10 @@ def check_action(action: Action) -> Action:
     for p in req:
         if p not in args:
             raise ActionError(f"{action.kind} needs {p!r}")
-    if "ref" in args and not str(args["ref"]).strip("[] "):
+    if "ref" in args and args["ref"] is not None and not str(args["ref"]).strip("[] "):
         raise ActionError(f"{action.kind} needs a ref: refs look like e12, shown in brackets before each element")
+    if action.kind == "drag" and not str(args["target_ref"]).strip("[] "):
+        raise ActionError("drag needs a target_ref: the element to drop onto, like e12")
     for p in ("text", "option", "key", "url"):
         if p in args and not isinstance(args[p], str | int | float):
             raise ActionError(f"{action.kind}: {p} must be a string")

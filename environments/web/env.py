@@ -10,9 +10,10 @@ A task's payload says what the episode runs on:
 
 Observations (:class:`~autodidact.types.Observation`) carry the goal, URL, title and the
 accessibility tree with a ref per element (:mod:`environments.web.observe`), cut to
-``budget`` characters; ``data`` has ``url``, ``title``, ``goal``, ``refs`` and, when
-``screenshot=True``, a base64 PNG. Actions are typed (:mod:`environments.web.actions`);
-an action whose ``kind`` is not one of them is parsed from its ``text`` (model output).
+``budget`` characters; ``data`` has ``url``, ``title``, ``goal``, ``cut``, ``step`` (the
+actions taken so far in the episode) and, when ``screenshot=True``, a base64 PNG. Actions are
+typed (:mod:`environments.web.actions`); an action whose ``kind`` is not one of them is parsed
+from its ``text`` (model output).
 A bad action — unparseable, an unknown ref, an element that cannot be clicked — yields an
 observation that says what was wrong and shows the page again; it never ends the episode.
 ``answer(text)`` and ``stop()`` end it; ``max_steps`` actions truncate it.
@@ -189,7 +190,7 @@ class WebEnvironment:
 
     async def _apply(self, action: Action) -> None:
         page, a = self._page, action.args
-        if "ref" in a:
+        if a.get("ref") is not None:
             loc = page.locator(f"aria-ref={self._resolve(str(a['ref']))}")
         kind = action.kind
         if kind == "click":
@@ -206,9 +207,13 @@ class WebEnvironment:
                 await loc.select_option(value=option)
         elif kind == "check":
             await loc.set_checked(bool(a.get("checked", True)))
+        elif kind == "drag":
+            await _drag(page, loc, page.locator(f"aria-ref={self._resolve(str(a['target_ref']))}"))
         elif kind == "press":
             await page.keyboard.press(str(a["key"]))
         elif kind == "scroll":
+            if a.get("ref") is not None:  # the wheel scrolls what is under the mouse: a list, a text area
+                await loc.hover()
             await page.mouse.wheel(0, 600 if str(a["direction"]).lower() == "down" else -600)
         elif kind == "goto":
             url = str(a["url"])
@@ -252,7 +257,13 @@ class WebEnvironment:
         shown: Rendered = render(snap, self.budget) if len(full.text) > self.budget else full
         head = f"Goal: {self._goal}\nURL: {url}\nTitle: {title}\n"
         text = (f"Error: {error}\n" if error else "") + head + "\n" + shown.text
-        data: dict[str, Any] = {"url": url, "title": title, "goal": self._goal, "cut": shown.cut}
+        data: dict[str, Any] = {
+            "url": url,
+            "title": title,
+            "goal": self._goal,
+            "cut": shown.cut,
+            "step": self._steps,
+        }
         if error:
             data["error"] = error
         if self.screenshot:
@@ -299,6 +310,35 @@ class WebEnvironment:
             except Exception:
                 return None
         return None
+
+
+# The boxes of the two items: each element's ancestor (or itself) that is a child of the element holding both.
+_ITEM_BOXES = """(target, source) => {
+  const item = (el, other) => {
+    while (el.parentElement && !el.parentElement.contains(other)) el = el.parentElement;
+    const r = el.getBoundingClientRect();
+    return {x: r.x, y: r.y, width: r.width, height: r.height};
+  };
+  return [item(source, target), item(target, source)];
+}"""
+
+
+async def _drag(page: Any, source: Any, target: Any) -> None:
+    """Drag ``source`` onto ``target`` with the mouse, as a person reorders a list: press on the
+    source, move in steps (a sortable list follows the moves) to just before the middle of the
+    target's item (its ancestor in the container holding both), then on past it in the direction
+    of travel — forward (down, or right on the same row) or back — and let go there, so that a
+    sortable list puts the dragged item in the target's place."""
+    a, b = await target.evaluate(_ITEM_BOXES, await source.element_handle())
+    if not (a["width"] and b["width"]):
+        raise ActionError("drag: both elements must be visible on the page")
+    sign = 1 if b["y"] > a["y"] + 1 or (abs(b["y"] - a["y"]) <= 1 and b["x"] > a["x"]) else -1
+    x, y, dx, dy = b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, 0.3 * b["width"], 0.3 * b["height"]
+    await source.hover()
+    await page.mouse.down()
+    await page.mouse.move(x - sign * dx, y - sign * dy, steps=5)
+    await page.mouse.move(x + sign * dx, y + sign * dy, steps=5)
+    await page.mouse.up()
 
 
 def _playwright_error(e: Exception) -> str:

@@ -20,9 +20,10 @@ not have (Playwright marks it ``[cursor=pointer]``) is ``clickable``, with its r
 or a card made clickable by a script, not only links and buttons. The snapshot folds inline
 elements into their parent's text, so before each snapshot :data:`MARK_CLICKABLE` makes the
 page's clickable inline elements ``inline-block`` (so they get a node and a ref), gives those
-clickable only by a handler a pointer cursor, and names an icon (no text, no name) by its
-class; :data:`RECORD_LISTENERS` (an init script, run before the page's own) notes which
-elements get click handlers. These are the only changes the environment makes to a page.
+clickable only by a handler a pointer cursor, names an icon (no text, no name) by its class or
+id, and makes an icon with a handler of its own inside another clickable (a row's trash icon) a
+``button`` (the snapshot marks only the outermost pointer cursor); :data:`RECORD_LISTENERS`
+(an init script, run before the page's own) notes which elements get click handlers. These are the only changes the environment makes to a page.
 
 Example:
     >>> render('- generic [ref=e1]:\\n  - button "OK" [ref=e2]').text
@@ -80,23 +81,36 @@ RECORD_LISTENERS = """(() => {
 # have, or a leaf given a click handler: an inline one becomes inline-block (the snapshot folds
 # inline elements into their parent's text; a block gets a node and a ref), a handler-only one
 # gets the pointer cursor that marks it, and one with no text and no name (an icon) is named by
-# its class. Then (time origin, ready state, URL, title) of the document.
+# its class (or else its id), as is a button or link with no name (an icon button). An icon with a handler of its own inside another clickable (a trash
+# icon on an inbox row) becomes a button: the snapshot marks only the outermost pointer cursor.
+# Then (time origin, ready state, URL, title) of the document.
 MARK_CLICKABLE = """() => {
   const clicked = window.__autodidactClicked;
-  const skip = /^(HTML|BODY|A|BUTTON|INPUT|SELECT|TEXTAREA|OPTION|LABEL|SUMMARY|BR|WBR|IMG)$/;
+  const skip = /^(HTML|BODY|INPUT|SELECT|TEXTAREA|OPTION|LABEL|SUMMARY|BR|WBR|IMG)$/;
+  const labelOf = (el) => ((typeof el.className === "string" && el.className.trim()) || el.id).trim().replace(/[-_\\s]+/g, " ");
+  const nameless = (el) => !el.textContent.trim() && !el.title && !el.hasAttribute("aria-label") &&
+    !el.hasAttribute("aria-labelledby") && !el.querySelector("[alt], [title], [aria-label], [aria-labelledby]");
   for (const el of document.body ? document.body.getElementsByTagName("*") : []) {
-    if (skip.test(el.tagName) || !(el instanceof HTMLElement) || el.hasAttribute("role")) continue;
+    if (!(el instanceof HTMLElement)) continue;
+    if (/^(BUTTON|A)$/.test(el.tagName) || el.getAttribute("role") === "button") {
+      if (nameless(el) && labelOf(el)) el.setAttribute("aria-label", labelOf(el));  // an icon button
+      continue;
+    }
+    if (skip.test(el.tagName) || el.hasAttribute("role")) continue;
     const style = getComputedStyle(el);
     const up = el.parentElement ? getComputedStyle(el.parentElement).cursor : "";
+    const leaf = el.childElementCount === 0;
+    const handler = typeof el.onclick === "function" || typeof el.onmousedown === "function" || (clicked && clicked.has(el));
     const pointer = style.cursor === "pointer" && up !== "pointer";
-    const handled = style.cursor !== "pointer" && el.childElementCount === 0 &&
-      (typeof el.onclick === "function" || typeof el.onmousedown === "function" || (clicked && clicked.has(el)));
-    if (!pointer && !handled) continue;
+    const handled = style.cursor !== "pointer" && leaf && handler;
+    if (!pointer && !handled && !(leaf && handler)) continue;
+    const named = !nameless(el);
+    const inner = !pointer && !handled && !named;  // an icon with a handler of its own inside a clickable
+    if (!pointer && !handled && !inner) continue;
     if (style.display === "inline") el.style.display = "inline-block";
     if (handled) el.style.cursor = "pointer";
-    const named = el.textContent.trim() || el.title || el.hasAttribute("aria-label") || el.hasAttribute("aria-labelledby");
-    if (!named && typeof el.className === "string" && el.className.trim())
-      el.setAttribute("aria-label", el.className.trim().replace(/[-_\\s]+/g, " "));
+    if (!named && labelOf(el)) el.setAttribute("aria-label", labelOf(el));
+    if (inner) el.setAttribute("role", "button");  // the snapshot marks only the outermost pointer cursor
   }
   return [performance.timeOrigin, document.readyState, location.href, document.title];
 }"""

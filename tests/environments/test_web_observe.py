@@ -105,6 +105,59 @@ async def test_inline_words_clickable_by_handler_or_cursor_and_icons_get_refs(cl
         await env.close()
 
 
+class RowSite:
+    """One page of clickable rows (an inbox) whose icons have handlers of their own (a trash icon
+    named by its class, a send icon with only an id), an icon button and an image link."""
+
+    name = "rowlab"
+
+    def new_state(self, task: Task) -> dict[str, Any]:
+        return {}
+
+    def handle(self, request: Request, state: Any) -> Response:
+        icon = "display:inline-block;width:12px;height:12px;background:#888"
+        body = (
+            "<div class=row style='cursor:pointer' onclick=\"say('row')\"><span>Ada</span>"
+            f"<span class=trash style='{icon}'></span></div>"
+            f"<div style='cursor:pointer'><span id=send-reply style='{icon}'></span></div><p id=out>none</p>"
+            "<button class='ql-bold' onclick=\"say('bold')\"><svg width=9 height=9><rect width=9 height=9 /></svg></button>"
+            "<a href='#top' class=logo><img alt=Home width=9 height=9 src='data:image/gif;base64,R0lGODlhAQABAAAAACw='></a>"
+            "<script>function say(w) { document.getElementById('out').textContent = 'clicked ' + w; }"
+            "document.querySelector('.trash').addEventListener('click', (e) => { e.stopPropagation(); say('trash'); });"
+            "document.getElementById('send-reply').addEventListener('click', () => say('send'));</script>"
+        )
+        return Response(page("Rows", body, site="rowlab"))
+
+    def judge(self, task: Task, state: Any, answer: str | None, stopped: bool) -> Verdict:
+        return Verdict(0.0, answer is not None or stopped, False)
+
+    def tasks(self) -> list[Task]:
+        return []
+
+    def reference_action(self, task: Task, observation: Any) -> Action:
+        return make_action("stop")
+
+
+async def test_icons_inside_a_clickable_and_icon_buttons_are_named_buttons() -> None:
+    """The snapshot marks only the outermost pointer cursor, so an icon inside a clickable row
+    would be invisible: it is shown as a button, named by its class (or else its id). A button
+    with only an icon is named by its class; a link named by its image's alt keeps that name."""
+    registry.register("site", "rowlab", f"{__name__}:RowSite")
+    env = WebEnvironment()
+    try:
+        obs = await env.reset(
+            Task(id="rowlab/1", suite="rowlab", prompt="Act.", payload={"kind": "site", "site": "rowlab"})
+        )
+        buttons = {name: ref for ref, _, name, _ in elements(obs, "button")}
+        assert set(buttons) == {"trash", "send reply", "ql bold"}, obs.text
+        assert find(obs, "link", "logo") is None and 'img "Home"' in obs.text, obs.text  # named by its image
+        for name, said in [("trash", "trash"), ("send reply", "send"), ("ql bold", "bold")]:
+            obs = (await env.step(make_action("click", buttons[name]))).observation
+            assert f"clicked {said}" in obs.text, obs.text
+    finally:
+        await env.close()
+
+
 def _miniwob(name: str) -> Task:
     [task] = [t for t in load_suite("miniwob") if t.payload["name"] == name]
     return task
