@@ -360,22 +360,22 @@ def enter_time(obs: Observation, goal: str) -> Action:
 # -- selection lists --------------------------------------------------------------------------
 
 
-def choose_list(obs: Observation, goal: str) -> Action:
-    m = _match(r"Select (.*) from the list and click Submit", goal)
+def _select_then_click(obs: Observation, option: str, button: str) -> Action:
     combo = find(obs, "combobox")
     selected = [r.text for r in rows(obs) if r.role == "option" and r.has("selected")]
-    if combo and selected != [m.group(1)]:
-        return make_action("select", combo, m.group(1))
-    return _click(find(obs, "button", "Submit"))
+    if combo and selected != [option]:
+        return make_action("select", combo, option)
+    return _click(find(obs, "button", button))
+
+
+def choose_list(obs: Observation, goal: str) -> Action:
+    m = _match(r"Select (.*) from the list and click Submit", goal)
+    return _select_then_click(obs, m.group(1), "Submit")
 
 
 def form_sequence_3(obs: Observation, goal: str) -> Action:
     m = _match(r'Choose (.*) from the dropdown, then click the button labeled "(.*)"', goal)
-    combo = find(obs, "combobox")
-    selected = [r.text for r in rows(obs) if r.role == "option" and r.has("selected")]
-    if combo and selected != [m.group(1)]:
-        return make_action("select", combo, m.group(1))
-    return _click(find(obs, "button", m.group(2)))
+    return _select_then_click(obs, m.group(1), m.group(2))
 
 
 # -- tabs and collapsibles --------------------------------------------------------------------

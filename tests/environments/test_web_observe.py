@@ -45,13 +45,28 @@ def test_a_line_whose_key_the_yaml_quoted_is_rendered_as_an_element() -> None:
     assert find(render(snap).text, "link", "Tab #1") == "e3" and find(render(snap).text, "clickable", "Save") == "e5"
 
 
-class ClickSite:
-    """One page of inline words clickable three ways, an icon, and a dialog added to ``<body>``."""
+class _OnePage:
+    """A site of one page, for looking at what the observation shows of it (scored 0)."""
 
-    name = "clicklab"
+    name = ""
 
     def new_state(self, task: Task) -> dict[str, Any]:
         return {}
+
+    def judge(self, task: Task, state: Any, answer: str | None, stopped: bool) -> Verdict:
+        return Verdict(0.0, answer is not None or stopped, False)
+
+    def tasks(self) -> list[Task]:
+        return []
+
+    def reference_action(self, task: Task, observation: Any) -> Action:
+        return make_action("stop")
+
+
+class ClickSite(_OnePage):
+    """One page of inline words clickable three ways, an icon, and a dialog added to ``<body>``."""
+
+    name = "clicklab"
 
     def handle(self, request: Request, state: Any) -> Response:
         body = (
@@ -66,15 +81,6 @@ class ClickSite:
             "document.body.appendChild(d); }, 10);</script>"
         )
         return Response(page("Words", body, site="clicklab"))
-
-    def judge(self, task: Task, state: Any, answer: str | None, stopped: bool) -> Verdict:
-        return Verdict(0.0, answer is not None or stopped, False)
-
-    def tasks(self) -> list[Task]:
-        return []
-
-    def reference_action(self, task: Task, observation: Any) -> Action:
-        return make_action("stop")
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +111,11 @@ async def test_inline_words_clickable_by_handler_or_cursor_and_icons_get_refs(cl
         await env.close()
 
 
-class RowSite:
+class RowSite(_OnePage):
     """One page of clickable rows (an inbox) whose icons have handlers of their own (a trash icon
     named by its class, a send icon with only an id), an icon button and an image link."""
 
     name = "rowlab"
-
-    def new_state(self, task: Task) -> dict[str, Any]:
-        return {}
 
     def handle(self, request: Request, state: Any) -> Response:
         icon = "display:inline-block;width:12px;height:12px;background:#888"
@@ -127,15 +130,6 @@ class RowSite:
             "document.getElementById('send-reply').addEventListener('click', () => say('send'));</script>"
         )
         return Response(page("Rows", body, site="rowlab"))
-
-    def judge(self, task: Task, state: Any, answer: str | None, stopped: bool) -> Verdict:
-        return Verdict(0.0, answer is not None or stopped, False)
-
-    def tasks(self) -> list[Task]:
-        return []
-
-    def reference_action(self, task: Task, observation: Any) -> Action:
-        return make_action("stop")
 
 
 async def test_icons_inside_a_clickable_and_icon_buttons_are_named_buttons() -> None:
