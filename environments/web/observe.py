@@ -22,8 +22,10 @@ elements into their parent's text, so before each snapshot :data:`MARK_CLICKABLE
 page's clickable inline elements ``inline-block`` (so they get a node and a ref), gives those
 clickable only by a handler a pointer cursor, names an icon (no text, no name) by its class or
 id, and makes an icon with a handler of its own inside another clickable (a row's trash icon) a
-``button`` (the snapshot marks only the outermost pointer cursor); :data:`RECORD_LISTENERS`
-(an init script, run before the page's own) notes which elements get click handlers. These are the only changes the environment makes to a page.
+``button`` (the snapshot marks only the outermost pointer cursor), and gives a clickable with no
+size yet (an icon whose image has not loaded) a 1-pixel minimum, without which the snapshot
+gives it no ref; :data:`RECORD_LISTENERS` (an init script, run before the page's own) notes
+which elements get click handlers. These are the only changes the environment makes to a page.
 
 Example:
     >>> render('- generic [ref=e1]:\\n  - button "OK" [ref=e2]').text
@@ -111,6 +113,8 @@ MARK_CLICKABLE = """() => {
     if (handled) el.style.cursor = "pointer";
     if (!named && labelOf(el)) el.setAttribute("aria-label", labelOf(el));
     if (inner) el.setAttribute("role", "button");  // the snapshot marks only the outermost pointer cursor
+    const box = el.getBoundingClientRect();  // an icon whose image has not loaded yet has no width: no ref
+    if (box.width === 0 || box.height === 0) { el.style.minWidth = "1px"; el.style.minHeight = "1px"; }
   }
   return [performance.timeOrigin, document.readyState, location.href, document.title];
 }"""
