@@ -100,14 +100,12 @@ MARK_CLICKABLE = """() => {
     }
     if (skip.test(el.tagName) || el.hasAttribute("role")) continue;
     const style = getComputedStyle(el);
-    const up = el.parentElement ? getComputedStyle(el.parentElement).cursor : "";
-    const leaf = el.childElementCount === 0;
-    const handler = typeof el.onclick === "function" || typeof el.onmousedown === "function" || (clicked && clicked.has(el));
-    const pointer = style.cursor === "pointer" && up !== "pointer";
-    const handled = style.cursor !== "pointer" && leaf && handler;
-    if (!pointer && !handled && !(leaf && handler)) continue;
+    const pointer = style.cursor === "pointer" && !(el.parentElement && getComputedStyle(el.parentElement).cursor === "pointer");
+    const handlerLeaf = el.childElementCount === 0 &&
+      (typeof el.onclick === "function" || typeof el.onmousedown === "function" || (clicked && clicked.has(el)));
+    const handled = handlerLeaf && style.cursor !== "pointer";
     const named = !nameless(el);
-    const inner = !pointer && !handled && !named;  // an icon with a handler of its own inside a clickable
+    const inner = handlerLeaf && !pointer && !handled && !named;  // an icon with a handler of its own inside a clickable
     if (!pointer && !handled && !inner) continue;
     if (style.display === "inline") el.style.display = "inline-block";
     if (handled) el.style.cursor = "pointer";
