@@ -17,7 +17,7 @@ gate use:
 Example:
     >>> s = SuiteEval(name="test", split="test")
     >>> (s.suite, s.samples, s.temperature)
-    ('bundled', 4, 0.8)
+    (None, 4, 0.8)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class SuiteEval(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="its label in the report and its run ids")
-    suite: str = Field("bundled", description="registered suite id or a .jsonl path")
+    suite: str | None = Field(None, description="registered suite id or a .jsonl path (None: the run's own suite)")
     split: SplitFilter = "test"
     limit: int | None = Field(None, ge=1, description="first N tasks (with task_seed: N drawn at random)")
     task_seed: int | None = Field(None, description="draw the tasks at random with this seed; the same every round")
@@ -51,7 +51,8 @@ class SuiteEval(BaseModel):
 
     def run_fields(self) -> dict[str, Any]:
         """The RunConfig fields that pick this suite's tasks."""
-        return {"suite": self.suite, "split": self.split, "limit": self.limit, "task_seed": self.task_seed}
+        picked = {"split": self.split, "limit": self.limit, "task_seed": self.task_seed}
+        return picked if self.suite is None else {"suite": self.suite, **picked}
 
 
 def submissions(t: Trajectory) -> list[Step]:

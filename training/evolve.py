@@ -102,6 +102,20 @@ SUITES: list[dict[str, Any]] = [
     {"name": "humaneval", "suite": "humaneval", "split": "all", "limit": 40, "task_seed": 0, "samples": 0},
     {"name": "mbpp_plus", "suite": "mbpp_plus", "split": "all", "limit": 40, "task_seed": 0, "samples": 0},
 ]
+# another environment (web) keeps its own steps and answer length (RunConfig's), and is measured
+# on its own suite's val and test
+CODE_ONLY = ("max_steps", "max_tokens")
+OTHER_SUITES: list[dict[str, Any]] = [{"name": "val", "split": "val"}, {"name": "test", "split": "test"}]
+
+
+def stage_defaults(stage: dict[str, Any], env: str) -> dict[str, Any]:
+    """A stage's defaults for ``env``: the code ones as they are, without the code-only fields otherwise."""
+    if env == "code":
+        return stage
+    kept = {k: v for k, v in stage.items() if k not in CODE_ONLY}
+    return {**kept, "sampling": {k: v for k, v in stage["sampling"].items() if k not in CODE_ONLY}}
+
+
 # what `evaluate` may not set: each suite says which tasks and how many samples
 _PER_SUITE = ("suite", "split", "limit", "task_seed", "samples_per_task", "run_id", "round", "model")
 
@@ -169,17 +183,21 @@ class EvolveConfig(BaseModel):
     env: str = "code"
     suite: str = Field("bundled", description="the suite collected on")
     collect: dict[str, Any] = Field(
-        default_factory=lambda: merged(COLLECT, {}),
-        description="RunConfig fields for collection (the train split); given ones are merged over the defaults",
+        default_factory=dict,
+        validate_default=True,
+        description="RunConfig fields for collection (the train split); given ones are merged over the defaults "
+        "(another env than code: without max_steps and max_tokens, so the env's own apply)",
     )
     evaluate: dict[str, Any] = Field(
-        default_factory=lambda: merged(EVALUATE, {}),
+        default_factory=dict,
+        validate_default=True,
         description="RunConfig fields every evaluation run shares (attempts, concurrency, max_tokens); "
         "merged over the defaults; which tasks and samples is each suite's own",
     )
     suites: list[SuiteEval] = Field(
         default_factory=lambda: [SuiteEval.model_validate(s) for s in SUITES],
-        description="what every round's candidate is measured on (name, suite, split, limit, samples, temperature)",
+        description="what every round's candidate is measured on (name, suite, split, limit, samples, temperature); "
+        "a suite's default suite is `suite`; another env than code: val and test of `suite`",
     )
     gate: GateConfig = GateConfig()
     fresh_tasks: bool = Field(
@@ -217,11 +235,19 @@ class EvolveConfig(BaseModel):
         "from too (revision pairs along a tree, its successes); None: pairs come from the collection's samples",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _suites_of_the_env(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("env", "code") != "code" and "suites" not in data:
+            return {**data, "suites": OTHER_SUITES}
+        return data
+
     @field_validator("collect", "evaluate", mode="before")
     @classmethod
     def _over_defaults(cls, v: Any, info: ValidationInfo) -> Any:
         # so that `--set collect.concurrency=64` changes that one field, not the whole stage
-        return merged(COLLECT if info.field_name == "collect" else EVALUATE, v) if isinstance(v, dict) else v
+        stage = COLLECT if info.field_name == "collect" else EVALUATE
+        return merged(stage_defaults(stage, info.data.get("env", "code")), v) if isinstance(v, dict) else v
 
     @field_validator("evaluate")
     @classmethod

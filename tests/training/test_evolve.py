@@ -50,6 +50,27 @@ def test_a_stage_field_set_alone_keeps_the_other_defaults() -> None:
     assert EvolveConfig.model_validate(cfg.model_dump()) == cfg  # a resumed run reads back the same config
 
 
+def test_a_web_run_keeps_the_web_defaults_and_is_measured_on_its_own_suite() -> None:
+    cfg = parse(EvolveConfig, None, ["env=web", "suite=miniwob-seeds", "collect.limit=8"])
+    assert [(s.name, s.split, s.suite) for s in cfg.suites] == [("val", "val", None), ("test", "test", None)]
+    assert cfg.collect == {
+        "split": "train",
+        "limit": 8,
+        "samples_per_task": 4,
+        "concurrency": 64,
+        "sampling": {"temperature": 0.8},
+    }
+    assert cfg.evaluate == {"concurrency": 64, "sampling": {}}
+    # what a stage runs with: the web env's own steps and answer length, the suite named once
+    collect, greedy = cfg.run_config(cfg.collect), cfg.run_config(cfg.evaluate, **cfg.suites[1].run_fields())
+    assert (collect.suite, collect.max_steps, collect.sampling.max_tokens) == ("miniwob-seeds", 15, 64)
+    assert (greedy.suite, greedy.split, greedy.sampling.stop) == ("miniwob-seeds", "test", ("\n\n",))
+    set_steps = parse(EvolveConfig, None, ["env=web", "evaluate.max_steps=8"])
+    assert set_steps.run_config(set_steps.evaluate).max_steps == 8
+    code = EvolveConfig()
+    assert code.run_config(code.evaluate, **code.suites[0].run_fields()).suite == "bundled"
+
+
 def test_config_names_what_to_set_instead() -> None:
     with pytest.raises(ValueError, match=r"evaluate: \['limit', 'split'\] are set per suite"):
         parse(EvolveConfig, None, ["evaluate.split=test", "evaluate.limit=5"])
