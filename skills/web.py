@@ -2,7 +2,8 @@
 
 :func:`extract` replays a successful web episode's actions in a fresh environment (same task,
 same seed), noting for each action its target element by role, accessible name and position
-among the elements of that role and name (refs change from page to page; these do not), and
+among the elements of that role and name (refs change from page to page; these do not; a
+drag's drop target is kept the same way, as ``target_ref: {role, name, nth}``), and
 turning every typed text, chosen option and element name that appears in the goal into a
 parameter (``{p0}``, ``{p1}``…). The goal with those values cut out becomes the skill's
 ``pattern``: a later goal of the same form gives the parameters' new values.
@@ -36,6 +37,7 @@ from skills.library import Skill
 
 MAX_STEPS = 20
 VALUES = ("text", "option", "key", "url")  # action arguments that may become parameters
+TARGET = "target_ref"  # a drag's drop target, kept as {"role", "name", "nth"} like the step's own element
 _PARAM = re.compile(r"\{(p\d+)\}")
 
 
@@ -78,20 +80,24 @@ async def extract(t: Trajectory, env: Environment) -> Skill | None:
             continue  # a turn the environment refused: no step of the skill
         step: dict[str, Any] = {"kind": action.kind}
         for key, value in action.args.items():
-            if key == "ref":
+            if key in ("ref", TARGET):
                 target = _target(obs, str(value))
                 if target is None:
                     return None  # a name typed by the model, not a ref on the page: not replayable as is
-                step.update(target)
+                if key == "ref":
+                    step.update(target)
+                else:
+                    step[key] = target
             else:
                 step[key] = value
         result = await env.step(action)
         if result.info.get("error"):
             continue
-        for key in ("name", *VALUES):
-            value = step.get(key)
-            if isinstance(value, str) and value.strip() and _words(value).search(goal):
-                step[key] = "{" + values.setdefault(value, f"p{len(values)}") + "}"
+        for where in (step, step.get(TARGET) or {}):
+            for key in ("name", *VALUES):
+                value = where.get(key)
+                if isinstance(value, str) and value.strip() and _words(value).search(goal):
+                    where[key] = "{" + values.setdefault(value, f"p{len(values)}") + "}"
         steps.append(step)
         obs = result.observation
         if result.terminated:
@@ -180,13 +186,14 @@ async def run_macro(env: Environment, skill: Skill, obs: Observation, args: Sequ
 
 def _action(step: Mapping[str, Any], bound: Mapping[str, str], obs: Observation) -> Action | str:
     """The typed action for ``step`` on page ``obs``, or why there is none."""
-    args = {k: _fill(v, bound) for k, v in step.items() if k not in ("kind", "role", "name", "nth")}
-    if "role" in step:
-        name = _fill(step.get("name", ""), bound)
-        refs = [r for r, role, n, _ in elements(obs) if role == step["role"] and n == name]
-        if not refs:
-            return f"no {step['role']} named {name!r} on this page"
-        args["ref"] = refs[min(int(step.get("nth", 0)), len(refs) - 1)]
+    args = {k: _fill(v, bound) for k, v in step.items() if k not in ("kind", "role", "name", "nth", TARGET)}
+    for key, where in (("ref", step if "role" in step else None), (TARGET, step.get(TARGET))):
+        if where:
+            name = _fill(where.get("name", ""), bound)
+            refs = [r for r, role, n, _ in elements(obs) if role == where["role"] and n == name]
+            if not refs:
+                return f"no {where['role']} named {name!r} on this page"
+            args[key] = refs[min(int(where.get("nth", 0)), len(refs) - 1)]
     try:
         return check_action(Action(kind=str(step["kind"]), args=args))
     except ActionError as e:

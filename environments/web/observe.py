@@ -66,6 +66,71 @@ INTERACTIVE = frozenset(
 )
 STATES = ("checked", "disabled", "selected", "expanded", "pressed")
 TEXT_ROLES = ("generic", "paragraph", "strong", "emphasis", "listitem", "cell", "LabelText")
+# the words a rendered element line may start with: WAI-ARIA roles and ours (`clickable`); an element
+# of a text role is rendered as its text alone, so a line that starts with another word is text
+ROLES = INTERACTIVE | frozenset(
+    [
+        "alert",
+        "alertdialog",
+        "application",
+        "article",
+        "banner",
+        "blockquote",
+        "caption",
+        "code",
+        "complementary",
+        "contentinfo",
+        "definition",
+        "deletion",
+        "dialog",
+        "directory",
+        "document",
+        "feed",
+        "figure",
+        "form",
+        "grid",
+        "group",
+        "heading",
+        "iframe",
+        "img",
+        "insertion",
+        "list",
+        "log",
+        "main",
+        "mark",
+        "marquee",
+        "math",
+        "menu",
+        "menubar",
+        "meter",
+        "navigation",
+        "none",
+        "note",
+        "presentation",
+        "progressbar",
+        "radiogroup",
+        "region",
+        "row",
+        "rowgroup",
+        "scrollbar",
+        "search",
+        "separator",
+        "status",
+        "subscript",
+        "superscript",
+        "table",
+        "tablist",
+        "tabpanel",
+        "term",
+        "time",
+        "timer",
+        "toolbar",
+        "tooltip",
+        "tree",
+        "treegrid",
+        "clickable",
+    ]
+)
 
 # Run in every page before its own scripts: elements given a click-like listener are noted.
 RECORD_LISTENERS = """(() => {
@@ -252,17 +317,26 @@ def _line(node: _Node) -> str | None:
     return " ".join(parts)
 
 
-_ELEMENT = re.compile(r'^\s*\[((?:f\d+)?e\d+)\] (\w+)(?: "((?:[^"\\]|\\.)*)")?(.*)$')
+_ELEMENT = re.compile(r"^\s*\[((?:f\d+)?e\d+)\] (.*)$")
+_NAMED = re.compile(r'^(\w+)(?: "((?:[^"\\]|\\.)*)")?(.*)$')
 
 
 def elements(observation: Observation | str, role: str | None = None) -> list[tuple[str, str, str, str]]:
-    """``(ref, role, name, rest)`` for every element line of an observation, optionally of one role."""
+    """``(ref, role, name, rest)`` for every element line of an observation, optionally of one
+    role; an element of a text role (``[e8] Sara-Ann``) is ``(ref, "text", its text, "")``."""
     out = []
     text = observation if isinstance(observation, str) else observation.text
     for line in text.splitlines():
         m = _ELEMENT.match(line)
-        if m and (role is None or m.group(2) == role):
-            out.append((m.group(1), m.group(2), m.group(3) or "", m.group(4).strip()))
+        if not m:
+            continue
+        named = _NAMED.match(m.group(2))
+        if named and named.group(1) in ROLES:
+            found = (m.group(1), named.group(1), named.group(2) or "", named.group(3).strip())
+        else:
+            found = (m.group(1), "text", m.group(2).strip(), "")
+        if role is None or found[1] == role:
+            out.append(found)
     return out
 
 

@@ -89,6 +89,25 @@ def clicklab() -> Iterator[None]:
     yield
 
 
+def test_an_element_shown_as_its_text_alone_is_read_back_as_text() -> None:
+    snap = (
+        "- generic [ref=e1]:\n"
+        "  - generic [ref=e8]: Sara-Ann\n"
+        "  - listitem [ref=e9]: button clicks\n"
+        '  - heading "Drag items" [level=2] [ref=e10]\n'
+        '  - button "OK" [ref=e11]\n'
+    )
+    text = render(snap).text
+    assert text.splitlines()[:2] == ["[e8] Sara-Ann", "[e9] button clicks"]
+    assert elements(text) == [
+        ("e8", "text", "Sara-Ann", ""),
+        ("e9", "button", "", "clicks"),  # a text that starts with a role word reads as that role
+        ("e10", "heading", "Drag items", ""),
+        ("e11", "button", "OK", ""),
+    ]
+    assert find(text, "text", "Sara-Ann") == "e8" and elements(text, "text") == [("e8", "text", "Sara-Ann", "")]
+
+
 async def test_inline_words_clickable_by_handler_or_cursor_and_icons_get_refs(clicklab: None) -> None:
     env = WebEnvironment()
     task = Task(id="clicklab/1", suite="clicklab", prompt="Click.", payload={"kind": "site", "site": "clicklab"})

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from agents.rollout import RunConfig, SkillConfig, run_rollout
-from autodidact.types import PolicyRef, Step, Task, Trajectory
+from autodidact.types import Action, Observation, PolicyRef, Step, Task, Trajectory
 from environments.tasks import load_suite
 from environments.web.env import WebEnvironment
 from environments.web.policies import ReferencePolicy
@@ -135,3 +135,35 @@ async def test_a_broken_or_runaway_macro_stops_and_the_episode_goes_on(tmp_path:
             assert f"ran {web.MAX_STEPS} of 500 steps" in result.observation.text
         finally:
             await env.close()
+
+
+def test_a_drag_step_finds_its_drop_target_by_role_and_name_on_a_renumbered_page() -> None:
+    step = {"kind": "drag", "role": "text", "name": "{p0}", "nth": 0}
+    step[web.TARGET] = {"role": "text", "name": "Pear", "nth": 0}
+    page = Observation(text="[e4] Pear\n[e9] Fig\n[e11] Plum")
+    action = web._action(step, {"p0": "Plum"}, page)
+    assert isinstance(action, Action) and action.args == {"ref": "e11", "target_ref": "e4"}
+    gone = {**step, web.TARGET: {"role": "text", "name": "Kiwi", "nth": 0}}
+    assert web._action(gone, {"p0": "Plum"}, page) == "no text named 'Kiwi' on this page"
+
+
+async def test_a_solved_drag_episode_keeps_its_drop_target_and_replays() -> None:
+    t = await reference_episode(miniwob("drag-items", 2))
+    assert t.success and t.steps[0].action is not None and t.steps[0].action.kind == "drag"
+    env = WebEnvironment()
+    try:
+        skill = await web.extract(t, env)
+        assert skill is not None
+        [step] = skill.steps
+        # the dragged item is named in the goal, so it is a parameter; the item at the target
+        # position is not, so it is kept by its text
+        goal = str(t.steps[0].observation.data["goal"])  # type: ignore[union-attr]
+        dragged = str(web.bind(skill, goal)["p0"])  # type: ignore[index]
+        assert (step["kind"], step["role"], step["name"], skill.params) == ("drag", "text", "{p0}", ("p0",))
+        assert goal.startswith(f"Drag {dragged} ") and step[web.TARGET]["role"] == "text"
+        assert step[web.TARGET]["name"] not in ("", dragged, "{p0}")
+        obs = await env.reset(t.task, seed=2)
+        result = await web.run_macro(env, skill, obs)
+        assert result.reward >= 1.0 and result.terminated, result.observation.text
+    finally:
+        await env.close()
