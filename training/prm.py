@@ -172,7 +172,9 @@ def train_prm(config: PRMTrainConfig, store: TrajectoryStore) -> Checkpoint:
     started = time.perf_counter()
     lm, tok = load_lm(config.model)
     rows = [answered(tok, n.messages, n.answer) for n in nodes]
-    feats = torch.stack([s.features for s in score_turns(lm, tok, rows, config.batch_size, after=True)])
+    feats = torch.stack(
+        [s.features for s in score_turns(lm, tok, rows, config.batch_size, after=True, desc="PRM: step features")]
+    )
     targets = torch.tensor([n.value for n in nodes], dtype=torch.float32)
     held_out = cross_fitted_values(
         feats, targets, [n.tree for n in nodes], len(nodes), config.folds, config.epochs, config.lr

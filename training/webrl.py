@@ -331,14 +331,24 @@ def completion_logp(logits: torch.Tensor, input_ids: torch.Tensor, completion_ma
 
 
 def score_turns(
-    model: Any, tokenizer: Any, tokenized: Sequence[dict[str, list[int]]], batch_size: int = 4, *, after: bool = False
+    model: Any,
+    tokenizer: Any,
+    tokenized: Sequence[dict[str, list[int]]],
+    batch_size: int = 4,
+    *,
+    after: bool = False,
+    desc: str = "scoring turns",
 ) -> list[Scored]:
     """One no-grad pass of ``model`` per batch: each turn's features (at the prompt's end, or
-    ``after`` the action: at its last token) and its action's log-prob."""
+    ``after`` the action: at its last token) and its action's log-prob. A progress bar (``desc``)
+    from 64 turns on."""
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     out: list[Scored] = []
     model.eval()
-    with torch.no_grad():
+    bar = tqdm(total=len(tokenized), desc=desc, unit="turn", disable=len(tokenized) < 64)
+    with torch.no_grad(), bar:
         for i in range(0, len(tokenized), batch_size):
             batch = tokenized[i : i + batch_size]
             t = {k: v.to(device) for k, v in token_batch(batch, tokenizer.pad_token_id).items()}
@@ -352,6 +362,7 @@ def score_turns(
                 last = len(mask_j) - 1 - mask_j[::-1].index(1) if 1 in mask_j else len(b["input_ids"]) - 1
                 at = last if after else max(0, first - 1)
                 out.append(Scored(hidden[j, at].cpu(), float(logp[j]), sum(mask_j)))
+            bar.update(len(batch))
     return out
 
 
@@ -595,7 +606,7 @@ def prepare_webrl(config: WebRLTrainConfig, store: TrajectoryStore) -> TrainJob:
     tokenized = [answered(tokenizer, t.messages, t.completion) for t in flat]
     fits = [len(x["input_ids"]) <= config.max_length and 1 in x["completion_mask"] for x in tokenized]
     batch_size = config.per_device_eval_batch_size or 1
-    scored = score_turns(model, tokenizer, tokenized, batch_size=batch_size)
+    scored = score_turns(model, tokenizer, tokenized, batch_size, desc="WebRL: features and log-probs")
     model.train()
     start = [s.logp for s in scored]
     ref_logps = (
@@ -750,7 +761,8 @@ def collector_logps(
                 f"webrl: {spec!r} collected {len(where)} turns but has another tokenizer than {start_spec!r}; "
                 "pass --set reference=start"
             )
-        for i, s in zip(where, score_turns(lm, tok, [tokenized[i] for i in where], batch_size), strict=True):
+        scored = score_turns(lm, tok, [tokenized[i] for i in where], batch_size, desc=f"WebRL: log-probs under {spec}")
+        for i, s in zip(where, scored, strict=True):
             out[i] = s.logp
         del lm
     return out
@@ -800,7 +812,7 @@ def estimate_values(
     flat = [t for ep in eps for t in ep]
     lm, tok = load_lm(model)
     seen = [answered(tok, t.messages, t.completion) for t in flat]
-    feats = torch.stack([s.features for s in score_turns(lm, tok, seen)])
+    feats = torch.stack([s.features for s in score_turns(lm, tok, seen, desc="critic: features")])
     heads, metrics = train_critic(feats, torch.tensor([t.mc_return for t in flat], dtype=torch.float32))
     asked = score_turns(lm, tok, [answered(tok, m, "") for m in states]) if states else []
     values = heads.value(torch.stack([s.features for s in asked])).tolist() if asked else []
