@@ -39,3 +39,15 @@ async def test_run_custom_suite_example_with_the_embedded_model(tmp_path: Path, 
     assert len(stored) == 3 and all(t.steps[0].completion and t.steps[0].observation for t in stored)
     assert rate == sum(t.success for t in stored) / 3
     assert f"success rate {rate:.0%}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["evolve_demo.yaml", "evolve_web.yaml"])
+def test_evolve_configs_parse_and_pick_tasks_of_their_environment(name: str) -> None:
+    from autodidact.config import parse
+    from training.evolve import EvolveConfig
+
+    cfg = parse(EvolveConfig, EXAMPLES / name)
+    for stage, fields in [(cfg.collect, {}), *[(cfg.evaluate, s.run_fields()) for s in cfg.suites]]:
+        run = cfg.run_config(stage, **fields)
+        tasks = load_suite(run.suite)
+        assert tasks and all((t.payload.get("kind") in ("miniwob", "site")) == (cfg.env == "web") for t in tasks)
