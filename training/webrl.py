@@ -340,30 +340,32 @@ def score_turns(
     desc: str = "scoring turns",
 ) -> list[Scored]:
     """One no-grad pass of ``model`` per batch: each turn's features (at the prompt's end, or
-    ``after`` the action: at its last token) and its action's log-prob. A progress bar (``desc``)
-    from 64 turns on."""
+    ``after`` the action: at its last token) and its action's log-prob, in ``tokenized``'s order.
+    Batches are of turns of similar length (less padding); a progress bar (``desc``) from 64 turns on."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    out: list[Scored] = []
+    scored: dict[int, Scored] = {}
+    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i]["input_ids"]))
     model.eval()
     bar = tqdm(total=len(tokenized), desc=desc, unit="turn", disable=len(tokenized) < 64)
     with torch.no_grad(), bar:
-        for i in range(0, len(tokenized), batch_size):
-            batch = tokenized[i : i + batch_size]
+        for i in range(0, len(order), batch_size):
+            picked = order[i : i + batch_size]
+            batch = [tokenized[k] for k in picked]
             t = {k: v.to(device) for k, v in token_batch(batch, tokenizer.pad_token_id).items()}
             ids, mask, attention = t["input_ids"], t["completion_mask"], t["attention_mask"]
             result = model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
             logp = completion_logp(result.logits.float(), ids, mask)
             hidden = result.hidden_states[-1].float()
-            for j, b in enumerate(batch):
+            for j, (k, b) in enumerate(zip(picked, batch, strict=True)):
                 mask_j = b["completion_mask"]
                 first = mask_j.index(1) if 1 in mask_j else len(b["input_ids"])
                 last = len(mask_j) - 1 - mask_j[::-1].index(1) if 1 in mask_j else len(b["input_ids"]) - 1
                 at = last if after else max(0, first - 1)
-                out.append(Scored(hidden[j, at].cpu(), float(logp[j]), sum(mask_j)))
+                scored[k] = Scored(hidden[j, at].cpu(), float(logp[j]), sum(mask_j))
             bar.update(len(batch))
-    return out
+    return [scored[k] for k in range(len(tokenized))]
 
 
 class OutcomeRewardModel:

@@ -26,6 +26,7 @@ from training.webrl import (
     actor_loss,
     adaptive_beta,
     advantages,
+    answered,
     completion_logp,
     cross_fitted_values,
     load_critic,
@@ -34,6 +35,7 @@ from training.webrl import (
     reference_actor_loss,
     reference_advantages,
     replay_keep,
+    score_turns,
     train_critic,
 )
 
@@ -307,3 +309,17 @@ def test_outcome_reward_model_reads_yes_against_no(
     expected = 1 / (1 + math.exp(float(logits[orm.no] - logits[orm.yes])))
     assert probs[0] == pytest.approx(expected, abs=1e-4)
     assert orm.judge(trajs) == [p > 0.5 for p in probs]
+
+
+def test_score_turns_batches_by_length_and_answers_in_the_given_order(embedded_model: TransformersChatModel) -> None:
+    tok = embedded_model.tokenizer
+    asks = ["Hi.", "Name three fruits, one per line, and say which one is the sweetest and why.", "2+2?"]
+    turns = [
+        answered(tok, [{"role": "user", "content": q}], a) for q, a in zip(asks, ["Hello!", "Apple", "4"], strict=True)
+    ]
+    alone = [score_turns(embedded_model.model, tok, [t])[0] for t in turns]
+    batched = score_turns(embedded_model.model, tok, turns, batch_size=2)  # the two short ones together
+    for a, b in zip(alone, batched, strict=True):
+        assert a.n_tokens == b.n_tokens and math.isclose(a.logp, b.logp, abs_tol=1e-3)
+        assert torch.allclose(a.features, b.features, atol=1e-3)
+    assert len({round(s.logp, 3) for s in batched}) == 3
