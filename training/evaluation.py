@@ -10,7 +10,9 @@ gate use:
   pass@k (the unbiased estimator, k = ``samples``), mean reward, and the two-attempt numbers
   below over the sampled episodes (k times the greedy run's, so finer);
 - ``two_attempts``: SCoRe's Acc@t1, Acc@t2, Δ(t1,t2), Δi→c and Δc→i of the greedy episodes
-  (the first submission's outcome against the final answer's);
+  (the first submission's outcome against the final answer's); only where episodes submit
+  answers (code): a web episode has no attempts to count, and every success would read as a
+  correction;
 - ``tasks``: each task's greedy outcome and sampled share, so that two policies measured on the
   same suite can be compared task by task (:func:`compare`).
 
@@ -81,8 +83,10 @@ def suite_numbers(greedy: Sequence[Trajectory], sampled: Sequence[Trajectory] = 
             "mean_reward": sum(t.reward for t in greedy) / n if n else 0.0,
             "errored": sum(t.error is not None for t in greedy),
         },
-        "two_attempts": vars(two_attempts([first_and_final(t) for t in greedy])),
     }
+    attempts = any(submissions(t) for t in (*greedy, *sampled))
+    if attempts:
+        out["two_attempts"] = vars(two_attempts([first_and_final(t) for t in greedy]))
     if sampled:
         per_task: dict[str, list[bool]] = {}
         for t in sampled:
@@ -95,8 +99,9 @@ def suite_numbers(greedy: Sequence[Trajectory], sampled: Sequence[Trajectory] = 
             "pass_at_k": mean_pass_at_k(counts, k),
             "mean_reward": sum(t.reward for t in sampled) / len(sampled),
             "episodes": len(sampled),
-            "two_attempts": vars(two_attempts([first_and_final(t) for t in sampled])),
         }
+        if attempts:
+            out["sampled"]["two_attempts"] = vars(two_attempts([first_and_final(t) for t in sampled]))
         for task_id, v in per_task.items():
             tasks.setdefault(task_id, {})["sampled"] = sum(v) / len(v)
     out["tasks"] = tasks

@@ -101,14 +101,21 @@ def plot(state: dict[str, Any], out: Path) -> list[str]:
     # SCoRe's two-attempt numbers (greedy episodes) per suite: Acc@t1 and Acc@t2.
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, suite in enumerate(_suites(state)):
-        two = [(k, got["two_attempts"]) for k in rounds if (got := _stage(state, f"r{k}/eval/{suite}"))]
+        two = [
+            (k, got["two_attempts"])
+            for k in rounds
+            if "two_attempts" in (got := _stage(state, f"r{k}/eval/{suite}") or {})
+        ]
         if two:
             ax.plot([k for k, _ in two], [m["acc_t1"] for _, m in two], marker="o", linestyle=":", color=f"C{i}")
             ax.plot([k for k, _ in two], [m["acc_t2"] for _, m in two], marker="o", color=f"C{i}", label=suite)
     ax.set(xlabel="round", ylabel="accuracy", title="First attempt (dotted) and final answer (solid), greedy")
     ax.set_xticks(rounds)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:  # web suites: episodes submit nothing, so there are no attempts to count
+        ax.text(0.5, 0.5, "no suite with submitted answers", ha="center", transform=ax.transAxes)
     files.append(_save(fig, out / "attempts.png"))
 
     # B-STaR's probe: exploration, exploitation and balance against temperature, one line per round.
@@ -250,7 +257,7 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
             ev = _stage(state, f"r{k}/eval/{suite}")
             if ev is None:
                 continue
-            g, sm, two = ev["greedy"], ev.get("sampled"), ev["two_attempts"]
+            g, sm, two = ev["greedy"], ev.get("sampled"), ev.get("two_attempts")  # none on web suites
             paired = (gate.get("paired") or {}).get(suite) or {}
             vs = "; ".join(
                 f"{metric} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] p={d['p_value']:.2f}"
@@ -263,7 +270,7 @@ def write_report(state: dict[str, Any], out: Path) -> Path:
                 f"<td>{g['successes']}/{ev['tasks_n']} = {_pct(g['pass_at_1'])} [{_pct(g['ci95'][0])}, {_pct(g['ci95'][1])}]</td>"
                 f"<td>{_pct(sm['pass_at_1']) if sm else '–'}</td>"
                 f"<td>{(_pct(sm['pass_at_k']) + ' (k=' + str(sm['k']) + ')') if sm else '–'}</td>"
-                f"<td>{_attempts(two)}{('<br>sampled: ' + _attempts(sm['two_attempts'])) if sm and 'two_attempts' in sm else ''}"
+                f"<td>{_attempts(two) if two else '–'}{('<br>sampled: ' + _attempts(sm['two_attempts'])) if sm and 'two_attempts' in sm else ''}"
                 f"</td><td>{e(vs) or '–'}</td><td>{verdict}</td></tr>"
             )
         if collect is not None:

@@ -55,6 +55,28 @@ def test_suite_numbers_count_attempts_samples_and_pass_at_k() -> None:
     assert "sampled" not in suite_numbers(greedy) and headline(suite_numbers(greedy), "sampled") == 0.5
 
 
+def test_web_episodes_have_no_two_attempt_numbers() -> None:
+    """A web episode submits nothing: its success is not a correction of a first attempt."""
+    web = [
+        Trajectory(
+            run_id="r",
+            task=Task(id=f"w/{i}", suite="w", prompt="p", payload={}),
+            env_id="web",
+            policy=POLICY,
+            steps=(
+                Step(index=0, role="solver", action=Action(kind="click", text="e1"), observation=Observation(text="o")),
+            ),
+            reward=1.0 if i else 0.0,
+            success=bool(i),
+        )
+        for i in range(2)
+    ]
+    got = suite_numbers(web, web)
+    assert got["greedy"]["successes"] == 1 and got["sampled"]["pass_at_1"] == 0.5
+    assert "two_attempts" not in got and "two_attempts" not in got["sampled"]
+    assert "two_attempts" in suite_numbers([episode(0, 0.0, 1.0)])  # code: one submission is enough
+
+
 def test_compare_pairs_only_the_tasks_both_were_measured_on() -> None:
     before = suite_numbers([episode(0, 0.0), episode(1, 0.0), episode(2, 1.0)])
     after = suite_numbers([episode(0, 1.0), episode(1, 1.0), episode(2, 1.0), episode(3, 1.0)])
