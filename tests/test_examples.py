@@ -41,7 +41,7 @@ async def test_run_custom_suite_example_with_the_embedded_model(tmp_path: Path, 
     assert f"success rate {rate:.0%}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["evolve_demo.yaml", "evolve_web.yaml"])
+@pytest.mark.parametrize("name", ["evolve_demo.yaml", "evolve_web.yaml", "evolve_web_qwen.yaml"])
 def test_evolve_configs_parse_and_pick_tasks_of_their_environment(name: str) -> None:
     from autodidact.config import parse
     from training.evolve import EvolveConfig
