@@ -93,11 +93,14 @@ class RemoteEnvironment:
         self._key = new_id()
         self._opened = False
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _call(self, method: str, *args: Any, retry: bool = False) -> Any:
+        """Call the worker; ``retry``: wait for a worker that Ray is restarting instead of failing
+        (for ``open``, before the episode has touched the worker: safe to run again)."""
         from ray.exceptions import ActorUnavailableError, RayActorError
 
+        call = getattr(self._worker, method)
         try:
-            return await getattr(self._worker, method).remote(self._key, *args)
+            return await (call.options(max_task_retries=-1) if retry else call).remote(self._key, *args)
         except (RayActorError, ActorUnavailableError) as e:
             raise RuntimeError(
                 f"the environment worker died mid-episode ({type(e).__name__}); Ray restarts it for the next episodes"
@@ -105,7 +108,7 @@ class RemoteEnvironment:
 
     async def reset(self, task: Task, *, seed: int | None = None) -> Observation:
         if not self._opened:
-            await self._call("open", self.id, self._options)
+            await self._call("open", self.id, self._options, retry=True)
             self._opened = True
         return await self._call("reset", task, seed)  # type: ignore[no-any-return]
 

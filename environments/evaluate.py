@@ -95,6 +95,7 @@ async def _episode(
     env = registry.make("environment", env_id, **env_kwargs)
     reward, steps, detail, success = 0.0, 0, None, False
     action: Action | None = None
+    why = ""
     try:
         observation = await env.reset(task)
         while steps < max_steps:
@@ -102,11 +103,15 @@ async def _episode(
             result = await env.step(action)
             steps += 1
             observation, reward = result.observation, result.reward
+            why = str(result.info.get("error") or result.info.get("detail") or "")
             if result.terminated or result.truncated:
                 success = result.terminated and reward >= 1.0
                 break
-        if not success:
-            detail = observation.text.strip()[:400] or "no reward"
+        if not success:  # what a failure's reader needs: how far it got, what it did last, why, the page
+            said = str(action.args or action.text)[:160] if action is not None else ""
+            last = f"last action {action.kind}{' ' + said if said else ''}" if action is not None else "no action"
+            page = observation.text.strip()[:400] or "no reward"
+            detail = f"after {steps} step(s), {last}{f' ({why})' if why else ''}: {page}"
         if action is not None and "mutation" in action.args:
             detail = f"mutation {action.args['mutation']}: {detail or 'survived'}"
     except Exception as e:  # an environment fault is this task's outcome, not the run's end

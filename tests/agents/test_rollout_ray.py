@@ -151,7 +151,7 @@ def test_a_killed_environment_worker_is_replaced_and_the_run_goes_on(
     local_ray: None, postgres_url: str, tmp_path: Path
 ) -> None:
     tasks = load_suite("bundled", split="train", limit=4)
-    cfg = RunConfig(concurrency=1, run_id="ray-kill", episode_timeout_s=60)
+    cfg = RunConfig(concurrency=1, run_id="ray-kill", episode_timeout_s=300)  # room for the restart on a busy host
     one_each = RayConfig(drivers=1, env_workers=1, driver_cpus=0.5, env_worker_cpus=0.5)
     url = postgres_url
     doomed, me, record = tasks[1], os.getpid(), tmp_path / "killed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from autodidact.types import Observation, Task
+from autodidact.types import Action, Observation, Task
 from environments.evaluate import evaluate
 from environments.web.actions import make_action
 from environments.web.env import WebEnvironment
@@ -161,6 +161,21 @@ async def test_reference_policy_solves_held_out_tasks() -> None:
     print(f"\nshop reference policy: {solved}/{len(tasks)} held-out tasks solved")
     assert solved == len(tasks), [o.detail for o in outcomes if not o.success]
     assert all(o.reward == 1.0 and o.steps <= 25 for o in outcomes)
+
+
+class Quitter:
+    name = "quitter"
+    expect_success = False
+
+    async def act(self, task: Task, observation: Observation) -> Action:
+        return make_action("stop")
+
+
+async def test_a_failed_episode_says_how_far_it_got_what_it_did_last_and_why() -> None:
+    [outcome] = await evaluate("web", [_task()], Quitter(), max_steps=5, progress=False)
+    assert not outcome.success and outcome.steps == 1 and outcome.detail is not None
+    assert outcome.detail.startswith("after 1 step(s), last action stop (no order was placed): Goal: ")
+    assert "URL: http://127.0.0.1:" in outcome.detail
 
 
 async def _buy(env: WebEnvironment, obs: Observation, p: Product) -> tuple[float, bool, dict[str, object]]:

@@ -398,6 +398,7 @@ def stored(home: Path, run: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # three evolve processes (the last one alone may take 900 s on a loaded 2-core machine)
 def test_kill_9_during_collection_and_training_then_resume_keeps_every_episode_once(_isolated_home: Path) -> None:
     home = _isolated_home
     config = home.parent / "evolve.yaml"

@@ -792,12 +792,13 @@ class ShopSite:
             return make_action("click", ref) if ref else home()
         if path in ("/", "/search"):
             box = find(observation, "textbox", "Search")
-            if box is None:
-                return make_action("stop")
+            if box is None:  # not the page it should be: load it again rather than give up
+                return make_action("goto", f"{ROOT}/")
             value = next((rest for ref, _, _, rest in elements(observation, "textbox") if ref == box), "")
             if path == "/" or f'value="{target.title}"' not in value:
                 return make_action("type", box, target.title, submit=True)
-            return link(target.title) or link("Next page") or make_action("stop")
+            # the target, the next page, or (neither shown) the search again rather than give up
+            return link(target.title) or link("Next page") or make_action("type", box, target.title, submit=True)
         return home()
 
 
