@@ -214,12 +214,15 @@ def run(
 
 
 def _print_summary(console: Any, graph: str, result: Any) -> None:
-    """One row per role: model calls, parse/model errors, mean latency, completion tokens."""
+    """One row per role: model calls, parse/model errors, mean latency, completion tokens.
+
+    A tree's paths repeat the steps they share with their parent path (``branch_step`` of
+    them): each step is counted once, where it was taken."""
     from rich.table import Table
 
     calls: dict[str, list[Any]] = {}
     for t in result.trajectories:
-        for s in t.steps:
+        for s in t.steps[t.branch_step or 0 :]:
             calls.setdefault(s.role, []).append(s)
     n = max(1, len(result.episodes))
     table = Table(

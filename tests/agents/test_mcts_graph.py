@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from agents.graphs.mcts import MCTSContext, Node, best_child, build_mcts_graph, descend, tree_paths, uct
 from agents.rollout import RunConfig, run_episode, run_rollout
 from autodidact import registry
+from autodidact.cli import _print_summary
 from autodidact.errors import ConfigError
 from autodidact.types import SamplingParams, Step
 from environments.tasks import load_suite
@@ -87,6 +91,10 @@ async def test_a_deeper_tree_is_stored_with_each_path_branching_from_the_right_o
     # the second step of each path saw the first one's feedback, after a reset and a replay
     assert [m.role for m in found_third.steps[1].messages] == ["system", "user", "assistant", "user"]
     assert "AssertionError" in found_third.steps[1].messages[3].content
+    # the run's summary counts a step the paths share once: A, D, C, B, E
+    console = Console(record=True, width=120)
+    _print_summary(console, "mcts", SimpleNamespace(trajectories=trajs, episodes=trajs[:1]))
+    assert re.search(r"solver\s*│\s*5\s*│\s*5\.0\s*│", console.export_text()), console.export_text()
 
 
 async def test_simulations_bound_the_paths() -> None:
