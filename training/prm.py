@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from agents.llm.hf_local import forward_lock
 from autodidact.errors import ConfigError, NothingToTrainError
 from training.agent_r import Path, trees
 from training.checkpoints import (
@@ -226,7 +227,8 @@ class ProcessRewardModel:
 
     def __init__(self, model: Any, tokenizer: Any, heads: TwinValueHeads, name: str = "") -> None:
         self.model, self.tokenizer, self.heads, self.name = model, tokenizer, heads, name
-        self._busy = threading.Lock()  # one forward pass at a time: callers may be threads
+        # One forward pass at a time (callers may be threads); on CPU, none beside generation either.
+        self._busy = forward_lock(next(model.parameters()).device)
 
     @classmethod
     def load(cls, name: str) -> ProcessRewardModel:

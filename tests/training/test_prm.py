@@ -99,6 +99,20 @@ def test_a_prm_fits_the_inferred_values_is_a_value_checkpoint_and_filters_succes
     assert kept.source.counts["below_prm_min"] == len(plain.rows) - 1 == 3
     assert kept.source.filters["prm"] == "prm1"
 
+    # On CPU the PRM never computes beside generation (both on all cores would oversubscribe
+    # them): scoring waits while the policy holds the model lock, and goes on once it is free.
+    import threading
+
+    asked = [([m.model_dump() for m in g.messages], g.completion or "")]
+    done: list[list[float]] = []
+    scorer = threading.Thread(target=lambda: done.append(prm.values(asked)))
+    with embedded_model._lock:
+        scorer.start()
+        scorer.join(timeout=1.0)
+        assert scorer.is_alive() and not done
+    scorer.join(timeout=60)
+    assert len(done) == 1 and done[0] == pytest.approx([scores[1]], abs=1e-4)
+
 
 def test_a_prm_asked_from_many_threads_at_once_is_loaded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
