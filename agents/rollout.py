@@ -473,17 +473,34 @@ def plan_run(cfg: RunConfig, tasks: Sequence[Task] | None, resume: bool) -> tupl
     return list(tasks), cfg.run_id or new_id()[:12]
 
 
-def progress_bar(enabled: bool = True) -> Any:
-    """A rich progress bar over episodes with a live success rate (field ``rate``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def progress_bar(enabled: bool = True, console: Any = None) -> Any:
+    """A rich progress bar over episodes with a live success rate (field ``rate``).
 
-    return Progress(  # markup=False: the description holds config values (a model path, a suite file)
+    Where the output is no terminal (a log file, a pipe) rich draws the bar only when it stops,
+    so there each episode that ends is also printed as a line: a long run's log shows its progress.
+    """
+    import datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    class EpisodeProgress(Progress):
+        def update(self, task_id: TaskID, **fields: Any) -> None:
+            [task] = [t for t in self.tasks if t.id == task_id]
+            before = task.completed
+            super().update(task_id, **fields)
+            if not self.disable and not self.console.is_terminal and task.completed != before:
+                took = datetime.timedelta(seconds=int(task.elapsed or 0))
+                line = f"{task.description}: {task.completed:g}/{task.total:g} · success {task.fields['rate']} · {took}"
+                self.console.print(line, markup=False, highlight=False)
+
+    return EpisodeProgress(  # markup=False: the description holds config values (a model path, a suite file)
         TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("success {task.fields[rate]}", markup=False),
         TimeElapsedColumn(),
         disable=not enabled,
+        console=console,
     )
 
 

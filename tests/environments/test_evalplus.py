@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -233,11 +232,10 @@ async def test_special_oracles_and_tuple_inputs(
 async def test_every_canonical_solution_passes(
     he: dict[str, Task], mbpp: dict[str, Task], sandbox: ProcessSandbox
 ) -> None:
-    """All 542 at once (the sandbox's pool runs as many as there are cores). On 2 cores: ~35 s with
-    the expected outputs cached under $AUTODIDACT_CACHE, 80-110 s the first time (the references run)."""
+    """All 542 at once (the sandbox's pool runs as many as there are cores). It checks correctness
+    only: its time (35 s to 4 min on 2 cores, with or without the expected outputs cached under
+    $AUTODIDACT_CACHE) depends on the machine and its load."""
     tasks = [*he.values(), *mbpp.values()]
-    start = time.perf_counter()
     reports = await asyncio.gather(*(_score(t, t.payload["solution"], sandbox) for t in tasks))
     failed = [(t.id, r.error, r.errors[:2]) for t, r in zip(tasks, reports, strict=True) if not r.success]
     assert len(failed) <= 0.01 * len(tasks), failed
-    assert time.perf_counter() - start < 300

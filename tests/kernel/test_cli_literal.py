@@ -169,3 +169,25 @@ def test_the_run_progress_bar_prints_its_description_literally() -> None:
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(bar.make_tasks_table(bar.tasks))
     assert f"react · s[/].jsonl · m[bold]x[/] {CODE}" in console.export_text()
+
+
+def test_the_run_progress_prints_a_line_per_episode_where_the_output_is_no_terminal() -> None:
+    from rich.console import Console
+
+    from agents.rollout import progress_bar
+
+    shown = {}
+    for terminal in (False, True):
+        out = io.StringIO()
+        with (bar := progress_bar(console=Console(file=out, width=200, force_terminal=terminal))):
+            task = bar.add_task(f"react · m[bold]x[/] {CODE}", total=2, rate="-")
+            bar.update(task, advance=1, rate="1/1 (100%)")
+            bar.update(task, rate="1/1 (100%)")  # no episode ended: no line
+            bar.update(task, advance=1, rate="1/2 (50%)")
+        shown[terminal] = out.getvalue()
+    lines = shown[False].splitlines()
+    assert lines[:2] == [
+        f"react · m[bold]x[/] {CODE}: 1/2 · success 1/1 (100%) · 0:00:00",
+        f"react · m[bold]x[/] {CODE}: 2/2 · success 1/2 (50%) · 0:00:00",
+    ]
+    assert ": 1/2 · success" not in shown[True]  # a terminal has the live bar instead
