@@ -14,7 +14,7 @@ draw of ``N`` with ``SEED`` (``--limit N --set task_seed=SEED``) leaves out, as 
 Run (the README's ReST-MCTS* measurement, in one ``AUTODIDACT_HOME``):
 
     .venv/bin/python benchmarks/search_budget.py --write-rest 40 7 rest.jsonl
-    .venv/bin/python benchmarks/search_budget.py plain1 guided1
+    .venv/bin/python benchmarks/search_budget.py plain1 guided2
 """
 
 from __future__ import annotations
