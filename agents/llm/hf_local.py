@@ -227,7 +227,10 @@ class TransformersChatModel:
     def __init__(self, config: TransformersConfig = TransformersConfig()) -> None:
         import torch
 
-        if config.device in ("auto", "cpu") and not torch.cuda.is_available():
+        if config.device in ("auto", "cpu") and not torch.cuda.is_available() and not os.environ.get("OMP_NUM_THREADS"):
+            # Every core, unless OMP_NUM_THREADS shares them out (pytest-xdist workers, and the
+            # processes they start, each get their part: two processes each on every core
+            # oversubscribe them, and each runs several times slower).
             torch.set_num_threads(max(1, os.cpu_count() or 1))
         self.config = config
         self.model: Any

@@ -47,6 +47,27 @@ async def test_sampling_with_seed_is_reproducible(embedded_model: ChatModel) -> 
     assert a.text == b.text
 
 
+def test_omp_num_threads_where_set_is_the_models_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes that each take every core run several times slower (a pair of tiny evolves:
+    their first evaluation 299 s each, against 25-29 s with a core each): a model keeps the share
+    OMP_NUM_THREADS gives it (pytest-xdist workers set it), and takes every core where it is unset."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        TransformersConfig().build()
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        TransformersConfig().build()
+        assert torch.get_num_threads() == os.cpu_count()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_missing_model_path_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match=r"config\.json"):
